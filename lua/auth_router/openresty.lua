@@ -1,0 +1,127 @@
+-- Plain OpenResty / nginx+lua adapter (design §4b). Thin: it loads the config,
+-- calls the core in each phase and turns results into nginx actions.
+--
+--   init_by_lua_block { require("auth_router.openresty").init("/etc/auth-router/config.json") }
+--   access_by_lua_block        { require("auth_router.openresty").access() }
+--   header_filter_by_lua_block { require("auth_router.openresty").header_filter() }
+--   body_filter_by_lua_block   { require("auth_router.openresty").body_filter() }
+--   log_by_lua_block           { require("auth_router.openresty").log() }
+
+local core  = require "auth_router"
+local cjson = require "cjson.safe"
+
+local ngx    = ngx
+local type   = type
+local pairs  = pairs
+local error  = error
+local encode = cjson.encode
+
+local CTX_KEY = "auth_router"
+
+local _M = {
+  VERSION = core.VERSION,
+}
+
+local plugin -- compiled in init, inherited by every worker
+
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then
+    return nil, err
+  end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+
+local function request_ctx()
+  local ctx = ngx.ctx[CTX_KEY]
+  if not ctx then
+    ctx = {}
+    ngx.ctx[CTX_KEY] = ctx
+  end
+  return ctx
+end
+
+
+local function respond(status, body, headers)
+  ngx.status = status
+  if headers then
+    for name, value in pairs(headers) do
+      ngx.header[name] = value
+    end
+  end
+  ngx.header["Content-Type"] = "application/json; charset=utf-8"
+  ngx.print(encode(body))
+  return ngx.exit(status)
+end
+
+
+--- init(config): compiles the config, a path to a JSON file or a table.
+-- Context: init_by_lua*. Raises on an invalid config, so nginx refuses to start.
+function _M.init(config)
+  local conf = config
+  if type(config) == "string" then
+    local err
+    conf, err = read_file(config)
+    if not conf then
+      error("auth-router: cannot read config file " .. config .. ": " .. err, 2)
+    end
+  elseif type(config) ~= "table" then
+    error("auth-router: init() expects a config table or a JSON file path", 2)
+  end
+  local compiled, err = core.compile(conf)
+  if not compiled then
+    error("auth-router: " .. err, 2)
+  end
+  plugin = compiled
+  return true
+end
+
+
+--- Context: access_by_lua*.
+function _M.access()
+  if not plugin then
+    ngx.log(ngx.ERR, "[auth-router] access() called before init()")
+    return respond(500, { message = "An unexpected error occurred" })
+  end
+  local status, body, headers = core.access(plugin, request_ctx())
+  if status then
+    return respond(status, body, headers)
+  end
+end
+
+
+--- Context: header_filter_by_lua*.
+function _M.header_filter()
+  core.header_filter(request_ctx())
+end
+
+
+--- Context: body_filter_by_lua*.
+function _M.body_filter()
+  core.body_filter(request_ctx())
+end
+
+
+--- Context: log_by_lua*.
+function _M.log()
+  core.log(request_ctx())
+end
+
+
+--- stats() -> this worker's native counters. Context: any.
+function _M.stats()
+  return core.stats()
+end
+
+
+--- The normalized config in force (defaults filled). Context: any after init.
+function _M.config()
+  return plugin and plugin:config()
+end
+
+
+return _M

@@ -1,0 +1,36 @@
+//! Fault: test-only fault injection, so the real-nginx specs can prove that a
+//! native panic in the request path becomes a 500 and the worker survives.
+//!
+//! Why not the `fail` crate: its fail points exist only in builds with its
+//! `failpoints` feature, and our specs must exercise the build that ships.
+//! Arming needs Lua code running inside the worker, which already has full
+//! control of it, so this adds no attack surface.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static PANIC_NEXT_ACCESS: AtomicBool = AtomicBool::new(false);
+
+/// Makes the next `access` call in this worker panic.
+pub fn arm_panic_next_access() {
+    PANIC_NEXT_ACCESS.store(true, Ordering::Relaxed);
+}
+
+/// Panics once if armed. Called at the start of the access path.
+#[allow(clippy::panic)] // the whole point: a real panic for the containment specs
+pub fn maybe_panic_in_access() {
+    if PANIC_NEXT_ACCESS.swap(false, Ordering::Relaxed) {
+        panic!("injected fault: panic in access");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn armed_fault_panics_once() {
+        arm_panic_next_access();
+        assert!(std::panic::catch_unwind(maybe_panic_in_access).is_err());
+        maybe_panic_in_access(); // disarmed: no panic
+    }
+}
