@@ -37,6 +37,7 @@ build = {
     lua = {
       ["auth_router"]            = "lua/auth_router/init.lua",
       ["auth_router.native"]     = "lua/auth_router/native.lua",
+      ["auth_router.config"]     = "lua/auth_router/config.lua",
       ["auth_router.openresty"]  = "lua/auth_router/openresty.lua",
       ["kong.plugins.auth-router.handler"] = "lua/kong/plugins/auth-router/handler.lua",
       ["kong.plugins.auth-router.schema"]  = "lua/kong/plugins/auth-router/schema.lua",

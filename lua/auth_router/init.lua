@@ -8,75 +8,28 @@
 -- client.
 
 local native = require "auth_router.native"
+local config = require "auth_router.config"
 
+-- Loadable without nginx (no ngx.* read at load time), so Kong's schema
+-- validator and the unit specs can require this module anywhere.
 local ngx      = ngx
 local pcall    = pcall
 local tostring = tostring
-local concat   = table.concat
-local log      = ngx.log
-local ERR      = ngx.ERR
-local now      = ngx.now
 
 local INTERNAL_ERROR_STATUS  = 500
 local INTERNAL_ERROR_MESSAGE = "An unexpected error occurred"
 
 local _M = {
-  VERSION = native.version(),
+  VERSION    = native.version(),
+  validate   = config.validate,
+  compile    = config.compile,
+  plugin_for = config.plugin_for,
 }
-
--- Compiled configs, keyed by the config table itself. Kong hands out a new
--- table when a plugin's config changes, so a change compiles once per worker
--- and the old entry goes with the garbage collector.
-local compiled = setmetatable({}, { __mode = "k" })
 
 
 local function internal_error(phase, err)
   native.internal_error()
-  log(ERR, "[auth-router] internal error in ", phase, ": ", tostring(err))
-end
-
-
---- Validates a config table (or JSON text).
--- @return the normalized config, or nil and a message naming every bad field
-function _M.validate(conf)
-  local ok, normalized, errs = pcall(native.validate, conf)
-  if not ok then
-    return nil, "cannot validate config: " .. tostring(normalized)
-  end
-  if not normalized then
-    return nil, concat(errs, "; ")
-  end
-  return normalized
-end
-
-
---- Compiles a config table (or JSON text) into the native plugin state.
--- @return the compiled plugin, or nil and a message naming every bad field
-function _M.compile(conf)
-  local ok, plugin, errs = pcall(native.compile, conf)
-  if not ok then
-    return nil, "cannot compile config: " .. tostring(plugin)
-  end
-  if not plugin then
-    return nil, "invalid auth-router config: " .. concat(errs, "; ")
-  end
-  return plugin
-end
-
-
---- The compiled plugin for a config table, compiling it on first use only.
-function _M.plugin_for(conf)
-  local plugin = compiled[conf]
-  if plugin then
-    return plugin
-  end
-  local err
-  plugin, err = _M.compile(conf)
-  if not plugin then
-    return nil, err
-  end
-  compiled[conf] = plugin
-  return plugin
+  ngx.log(ngx.ERR, "[auth-router] internal error in ", phase, ": ", tostring(err))
 end
 
 
@@ -130,7 +83,7 @@ function _M.log(ctx)
     return
   end
   ctx.exchange = nil
-  local ok, err = pcall(exchange.finish, exchange, now() * 1000)
+  local ok, err = pcall(exchange.finish, exchange, ngx.now() * 1000)
   if not ok then
     internal_error("log", err)
   end
