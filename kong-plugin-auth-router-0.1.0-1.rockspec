@@ -25,10 +25,13 @@ dependencies = {
 build = {
   type = "command",
   -- cargo needs no network when ~/.cargo already holds the locked crates.
-  -- luarocks installs a .so under its own file name, hence the copy.
+  -- luarocks installs a .so under its own file name, hence the copy; cp to a
+  -- temporary name then mv, because overwriting a loaded .so in place crashes
+  -- the process that has it mapped.
   build_command = [[
     cargo build --release --locked &&
-    cp target/release/libauth_router_native.so auth_router_native.so
+    cp target/release/libauth_router_native.so auth_router_native.so.tmp &&
+    mv -f auth_router_native.so.tmp auth_router_native.so
   ]],
   install = {
     lib = {
@@ -38,6 +41,7 @@ build = {
       ["auth_router"]            = "lua/auth_router/init.lua",
       ["auth_router.native"]     = "lua/auth_router/native.lua",
       ["auth_router.config"]     = "lua/auth_router/config.lua",
+      ["auth_router.http1"]      = "lua/auth_router/http1.lua",
       ["auth_router.openresty"]  = "lua/auth_router/openresty.lua",
       ["kong.plugins.auth-router.handler"] = "lua/kong/plugins/auth-router/handler.lua",
       ["kong.plugins.auth-router.schema"]  = "lua/kong/plugins/auth-router/schema.lua",

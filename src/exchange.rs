@@ -4,17 +4,67 @@
 //! It holds what the log record needs so the record is built straight from
 //! native state, without per-request Lua tables.
 
+use crate::auth::{Account, AuthError, Denial};
+use crate::cache::{CacheKey, Verdict};
 use crate::stats;
 use serde_json::json;
+use std::sync::Arc;
+
+/// How the auth cache answered, as the log record's `auth.cache` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// No lookup (no credential, or not reached).
+    None,
+    /// A fresh positive entry (L1 or L2).
+    Hit,
+    /// Not cached: the auth service answered.
+    Miss,
+    /// The auth service failed; an expired entry inside its stale window was used.
+    Stale,
+    /// A cached 401/403.
+    Negative,
+}
+
+impl CacheStatus {
+    /// The name used in log records and `kong.ctx.shared`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::None => "none",
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Negative => "negative",
+        }
+    }
+}
+
+/// Header values in config order, `None` where the request lacks the header.
+pub type HeaderValues = Vec<Option<Vec<u8>>>;
+
+static NO_VALUES: HeaderValues = Vec::new();
+
+/// The credential being fetched: its key and the header values to forward.
+/// Values are dropped as soon as the auth call is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    key: CacheKey,
+    creds: HeaderValues,
+    forwarded: HeaderValues,
+}
 
 /// One request/response passing through the plugin.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Exchange {
     started_at_ms: u64,
     method: String,
     uri: String,
     status: Option<u16>,
     response_bytes: u64,
+    pending: Option<Pending>,
+    verdict: Option<Verdict>,
+    cache_status: CacheStatus,
+    auth_error: Option<AuthError>,
+    auth_latency_ms: Option<f64>,
 }
 
 impl Exchange {
@@ -28,6 +78,88 @@ impl Exchange {
             uri: uri.to_string(),
             status: None,
             response_bytes: 0,
+            pending: None,
+            verdict: None,
+            cache_status: CacheStatus::None,
+            auth_error: None,
+            auth_latency_ms: None,
+        }
+    }
+
+    /// Records the verdict that decides this request.
+    pub fn set_verdict(&mut self, verdict: Verdict, status: CacheStatus) {
+        self.verdict = Some(verdict);
+        self.cache_status = status;
+    }
+
+    /// Records how the cache answered without a verdict.
+    pub fn set_cache_status(&mut self, status: CacheStatus) {
+        self.cache_status = status;
+    }
+
+    /// How the cache answered.
+    pub fn cache_status(&self) -> CacheStatus {
+        self.cache_status
+    }
+
+    /// Remembers the credential to fetch after a cache miss.
+    pub fn set_pending(&mut self, key: CacheKey, creds: HeaderValues, forwarded: HeaderValues) {
+        self.pending = Some(Pending {
+            key,
+            creds,
+            forwarded,
+        });
+    }
+
+    /// The cache key of the credential being fetched.
+    pub fn pending_key(&self) -> Option<CacheKey> {
+        self.pending.as_ref().map(|p| p.key)
+    }
+
+    /// Credential and forwarded header values of the credential being fetched.
+    pub fn pending_values(&self) -> (&HeaderValues, &HeaderValues) {
+        match &self.pending {
+            Some(p) => (&p.creds, &p.forwarded),
+            None => (&NO_VALUES, &NO_VALUES),
+        }
+    }
+
+    /// Drops the raw header values once they are no longer needed.
+    pub fn clear_pending_values(&mut self) {
+        if let Some(p) = &mut self.pending {
+            p.creds = Vec::new();
+            p.forwarded = Vec::new();
+        }
+    }
+
+    /// Records why the auth service gave no usable answer.
+    pub fn set_auth_error(&mut self, err: AuthError) {
+        self.auth_error = Some(err);
+    }
+
+    /// Why the auth service gave no usable answer, if it did not.
+    pub fn auth_error(&self) -> Option<&AuthError> {
+        self.auth_error.as_ref()
+    }
+
+    /// Records how long the auth call took.
+    pub fn set_auth_latency(&mut self, ms: f64) {
+        self.auth_latency_ms = Some(ms);
+    }
+
+    /// The authenticated account, if the verdict is allow.
+    pub fn account(&self) -> Option<&Arc<Account>> {
+        match &self.verdict {
+            Some(Verdict::Allow(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The denial, if the verdict is deny.
+    pub fn denial(&self) -> Option<&Arc<Denial>> {
+        match &self.verdict {
+            Some(Verdict::Deny(d)) => Some(d),
+            _ => None,
         }
     }
 
@@ -56,6 +188,8 @@ impl Exchange {
             "client_ip": client_ip,
             "request": {"method": self.method, "uri": self.uri},
             "response": {"status": self.status, "size": self.response_bytes},
+            "account": self.account().map(|a| json!({"id": a.id})),
+            "auth": {"cache": self.cache_status.as_str(), "latency_ms": self.auth_latency_ms.unwrap_or(0.0)},
             "latencies": {"request": now_ms.saturating_sub(self.started_at_ms)},
         })
         .to_string()

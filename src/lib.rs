@@ -14,9 +14,14 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod exchange;
 pub mod fault;
+pub mod http1;
+pub mod plugin;
+pub mod routing;
 pub mod schema;
 pub mod stats;
 
@@ -25,62 +30,268 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[cfg(feature = "ffi")]
 mod ffi {
-    use crate::config::{self, Config, ConfigError};
+    use crate::auth::AuthError;
+    use crate::cache::CacheKey;
+    use crate::config::{self, ConfigError};
     use crate::exchange::Exchange;
+    use crate::http1::{Progress, ResponseParser};
+    use crate::plugin::{Plugin, Step};
     use crate::{fault, stats, VERSION};
     use mlua::prelude::*;
-    use mlua::{UserData, UserDataMethods};
-    use std::sync::Arc;
+    use mlua::{UserData, UserDataMethods, Variadic};
+    use std::rc::Rc;
 
-    /// A compiled config, shared by every request that uses it.
-    #[derive(Debug)]
-    struct Plugin(Arc<Config>);
+    /// Shortest accepted cache-key secret.
+    const MIN_SECRET_BYTES: usize = 16;
 
-    impl UserData for Plugin {
-        fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-            // plugin:access(method, uri, now_ms) -> exchange
-            methods.add_method(
-                "access",
-                |_, _this, (method, uri, now_ms): (LuaString, LuaString, f64)| {
-                    fault::maybe_panic_in_access();
-                    let method = method.to_str()?;
-                    let uri = uri.to_str()?;
-                    Ok(Ctx(Exchange::begin(&method, &uri, now_ms as u64)))
-                },
-            );
-            // plugin:config() -> normalized config table
-            methods.add_method("config", |lua, this, ()| to_lua(lua, &this.0.normalized));
+    fn step_name(step: Step) -> &'static str {
+        match step {
+            Step::NoCredential => "none",
+            Step::Allow => "allow",
+            Step::Deny => "deny",
+            Step::Miss => "miss",
+            Step::Failed => "failed",
         }
     }
 
-    /// One request's native state, kept in `ngx.ctx` between phases.
+    fn bytes(v: Option<LuaString>) -> Option<Vec<u8>> {
+        v.map(|s| s.as_bytes().to_vec())
+    }
+
+    /// `(name, value, name, value, ...)` as multiple Lua returns.
+    fn pairs(lua: &Lua, list: &[(String, String)]) -> LuaResult<LuaMultiValue> {
+        let mut out = LuaMultiValue::with_capacity(list.len() * 2);
+        for (n, v) in list {
+            out.push_back(LuaValue::String(lua.create_string(n)?));
+            out.push_back(LuaValue::String(lua.create_string(v)?));
+        }
+        Ok(out)
+    }
+
+    /// A compiled config, shared by every request that uses it.
     #[derive(Debug)]
-    struct Ctx(Exchange);
+    struct PluginUd(Rc<Plugin>);
+
+    impl UserData for PluginUd {
+        fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+            // plugin:access(method, uri, start_ms, now, cred..., fwd...) -> ctx, step
+            methods.add_method(
+                "access",
+                |_,
+                 this,
+                 (method, uri, start_ms, now, values): (
+                    LuaString,
+                    LuaString,
+                    f64,
+                    f64,
+                    Variadic<Option<LuaString>>,
+                )| {
+                    let p = &this.0;
+                    let mut ex =
+                        Exchange::begin(&method.to_str()?, &uri.to_str()?, start_ms as u64);
+                    fault::maybe_panic_in_access();
+                    let ncred = p.config.auth.credential_headers.len();
+                    let mut values: Vec<Option<Vec<u8>>> = values.into_iter().map(bytes).collect();
+                    let nvalues = ncred + p.config.auth.forward_headers.len();
+                    values.resize(nvalues, None);
+                    let forwarded = values.split_off(ncred);
+                    let step = p.lookup(&mut ex, values, forwarded, now);
+                    Ok((
+                        Ctx {
+                            plugin: p.clone(),
+                            ex,
+                        },
+                        step_name(step),
+                    ))
+                },
+            );
+            // plugin:config() -> normalized config table
+            methods.add_method("config", |lua, this, ()| {
+                lua.to_value(&this.0.config.normalized)
+            });
+            // plugin:auth_target() -> { host, port, tls }
+            methods.add_method("auth_target", |lua, this, ()| {
+                let u = &this.0.config.auth.url;
+                let t = lua.create_table()?;
+                t.set("host", u.host.as_str())?;
+                t.set("port", u.port)?;
+                t.set("tls", u.tls)?;
+                Ok(t)
+            });
+            // plugin:cache_key(cred..., fwd...) -> hex | nil
+            methods.add_method(
+                "cache_key",
+                |_, this, values: Variadic<Option<LuaString>>| {
+                    let p = &this.0;
+                    let ncred = p.config.auth.credential_headers.len();
+                    let mut v: Vec<Option<Vec<u8>>> = values.into_iter().map(bytes).collect();
+                    v.resize(ncred + p.config.auth.forward_headers.len(), None);
+                    let c: Vec<Option<&[u8]>> = v[..ncred].iter().map(Option::as_deref).collect();
+                    let f: Vec<Option<&[u8]>> = v[ncred..].iter().map(Option::as_deref).collect();
+                    Ok(p.cache_key(&c, &f).map(|k| k.hex()))
+                },
+            );
+            // plugin:purge_key(hex)
+            methods.add_method("purge_key", |_, this, hex: LuaString| {
+                if let Some(k) = CacheKey::from_hex(&hex.as_bytes()) {
+                    this.0.purge(&k);
+                }
+                Ok(())
+            });
+            // plugin:purge_all()
+            methods.add_method("purge_all", |_, this, ()| {
+                this.0.purge_all();
+                Ok(())
+            });
+        }
+    }
+
+    /// One request's native state, kept in the per-request ctx between phases.
+    #[derive(Debug)]
+    struct Ctx {
+        plugin: Rc<Plugin>,
+        ex: Exchange,
+    }
+
+    fn pending_hex(ex: &Exchange) -> LuaResult<String> {
+        ex.pending_key()
+            .map(|k| k.hex())
+            .ok_or_else(|| LuaError::runtime("no credential is being fetched"))
+    }
 
     impl UserData for Ctx {
         fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-            // ctx:response(status)
-            methods.add_method_mut("response", |_, this, status: u16| {
-                this.0.response(status);
-                Ok(())
+            // ctx:pending_key() -> hex (the shared dict key)
+            methods.add_method("pending_key", |_, this, ()| pending_hex(&this.ex));
+            // ctx:load_shared(value, now) -> step
+            methods.add_method_mut("load_shared", |_, this, (value, now): (LuaString, f64)| {
+                Ok(step_name(this.plugin.load_shared(
+                    &mut this.ex,
+                    &value.as_bytes(),
+                    now,
+                )))
+            });
+            // ctx:recheck(now) -> step (L1 only)
+            methods.add_method_mut("recheck", |_, this, now: f64| {
+                Ok(step_name(this.plugin.recheck(&mut this.ex, now)))
+            });
+            // ctx:auth_request() -> bytes
+            methods.add_method("auth_request", |lua, this, ()| {
+                let req = this
+                    .plugin
+                    .auth_request(&this.ex)
+                    .map_err(LuaError::external)?;
+                lua.create_string(&req)
+            });
+            // ctx:auth_response(parser|nil, kind|nil, now, latency_ms) -> step, value, ttl, problem
+            methods.add_method_mut(
+                "auth_response",
+                |_,
+                 this,
+                 (parser, kind, now, latency_ms): (
+                    Option<LuaAnyUserData>,
+                    Option<LuaString>,
+                    f64,
+                    f64,
+                )| {
+                    stats::AUTH_LATENCY_US.add((latency_ms.max(0.0) * 1000.0) as u64);
+                    this.ex.set_auth_latency(latency_ms);
+                    let parser = match &parser {
+                        Some(ud) => Some(ud.borrow::<Parser>()?),
+                        None => None,
+                    };
+                    let response = match (&parser, kind) {
+                        (Some(p), _) => p.0.response().ok_or(AuthError::BadResponse),
+                        (None, Some(k)) if &*k.as_bytes() == b"timeout" => Err(AuthError::Timeout),
+                        (None, Some(k)) if &*k.as_bytes() == b"bad_response" => {
+                            Err(AuthError::BadResponse)
+                        }
+                        (None, _) => Err(AuthError::Unreachable),
+                    };
+                    let (step, write) = this.plugin.auth_response(&mut this.ex, response, now);
+                    let problem = this.ex.auth_error().map(ToString::to_string);
+                    let (value, ttl) = match write {
+                        Some(w) => (Some(w.value), Some(w.ttl)),
+                        None => (None, None),
+                    };
+                    Ok((step_name(step), value, ttl, problem))
+                },
+            );
+            // ctx:fail(kind, now) -> step: a concurrent call failed or timed out
+            methods.add_method_mut("fail", |_, this, (_kind, now): (LuaString, f64)| {
+                Ok(step_name(this.plugin.fail(
+                    &mut this.ex,
+                    &AuthError::LockTimeout,
+                    now,
+                )))
+            });
+            // ctx:upstream_headers() -> name, value, ...
+            methods.add_method("upstream_headers", |lua, this, ()| {
+                match this.ex.account() {
+                    Some(a) => {
+                        stats::HEADER_VALUES_DROPPED.add(u64::from(a.dropped_headers));
+                        pairs(lua, &a.upstream_headers)
+                    }
+                    None => Ok(LuaMultiValue::new()),
+                }
+            });
+            // ctx:denial() -> status, www_authenticate|nil
+            methods.add_method("denial", |_, this, ()| match this.ex.denial() {
+                Some(d) => Ok((d.status, d.www_authenticate.clone())),
+                None => Err(LuaError::runtime("the request was not denied")),
+            });
+            // ctx:account_id() -> id | nil
+            methods.add_method("account_id", |_, this, ()| {
+                Ok(this.ex.account().map(|a| a.id.clone()))
+            });
+            // ctx:cache_status() -> "hit" | "miss" | "stale" | "negative" | "none"
+            methods.add_method("cache_status", |_, this, ()| {
+                Ok(this.ex.cache_status().as_str())
+            });
+            // ctx:response(status) -> name, value, ... (response headers to add)
+            methods.add_method_mut("response", |lua, this, status: u16| {
+                this.ex.response(status);
+                match this.ex.account() {
+                    Some(a) => pairs(lua, &a.response_headers),
+                    None => Ok(LuaMultiValue::new()),
+                }
             });
             // ctx:body_chunk(chunk_or_nil)
             methods.add_method_mut("body_chunk", |_, this, chunk: Option<LuaString>| {
                 if let Some(chunk) = chunk {
-                    this.0.body_chunk(chunk.as_bytes().len());
+                    this.ex.body_chunk(chunk.as_bytes().len());
                 }
                 Ok(())
             });
             // ctx:finish(now_ms): the log phase closes the exchange.
             methods.add_method("finish", |_, this, _now_ms: f64| {
-                this.0.finish();
+                this.ex.finish();
                 Ok(())
             });
         }
     }
 
-    fn to_lua(lua: &Lua, value: &serde_json::Value) -> LuaResult<LuaValue> {
-        lua.to_value(value)
+    /// An HTTP/1.1 response being read from a cosocket.
+    #[derive(Debug)]
+    struct Parser(ResponseParser);
+
+    impl UserData for Parser {
+        fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+            // parser:feed(bytes) -> complete (bool); raises on a malformed response
+            methods.add_method_mut("feed", |_, this, data: LuaString| {
+                let p = this.0.feed(&data.as_bytes()).map_err(LuaError::external)?;
+                Ok(matches!(p, Progress::Complete))
+            });
+            // parser:eof() -> complete (bool): the peer closed the connection
+            methods.add_method_mut("eof", |_, this, ()| {
+                let p = this.0.eof().map_err(LuaError::external)?;
+                Ok(matches!(p, Progress::Complete))
+            });
+            // parser:keepalive() -> whether the connection may be reused
+            methods.add_method("keepalive", |_, this, ()| {
+                Ok(this.0.response().is_some_and(|r| r.keepalive))
+            });
+        }
     }
 
     /// Reads a config given as a Lua table or a JSON string.
@@ -113,20 +324,31 @@ mod ffi {
     /// an array of `"field.path: message"` strings.
     fn validate(lua: &Lua, conf: LuaValue) -> LuaResult<(LuaValue, LuaValue)> {
         match config_input(lua, conf) {
-            Ok(c) => Ok((to_lua(lua, &c.normalized)?, LuaValue::Nil)),
+            Ok(c) => Ok((lua.to_value(&c.normalized)?, LuaValue::Nil)),
             Err(e) => Ok((LuaValue::Nil, LuaValue::Table(error_list(lua, e)?))),
         }
     }
 
-    /// compile(conf) -> plugin | nil, errors
+    /// compile(conf, secret) -> plugin | nil, errors
     ///
     /// Like `validate`, but returns the compiled config as userdata with the
-    /// per-request methods. Compile once per config, never per request.
-    fn compile(lua: &Lua, conf: LuaValue) -> LuaResult<(LuaValue, LuaValue)> {
+    /// per-request methods. `secret` (at least 16 bytes) keys the cache-key
+    /// digests; every worker of a node must pass the same one.
+    /// Errors: raises when `secret` is missing or short (a programming error).
+    fn compile(
+        lua: &Lua,
+        (conf, secret): (LuaValue, LuaString),
+    ) -> LuaResult<(LuaValue, LuaValue)> {
+        let secret = secret.as_bytes();
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(LuaError::runtime(format!(
+                "compile: secret must be at least {MIN_SECRET_BYTES} bytes"
+            )));
+        }
         match config_input(lua, conf) {
             Ok(c) => {
                 stats::CONFIGS_COMPILED.incr();
-                let ud = lua.create_userdata(Plugin(Arc::new(c)))?;
+                let ud = lua.create_userdata(PluginUd(Rc::new(Plugin::new(c, &secret))))?;
                 Ok((LuaValue::UserData(ud), LuaValue::Nil))
             }
             Err(e) => Ok((LuaValue::Nil, LuaValue::Table(error_list(lua, e)?))),
@@ -146,11 +368,23 @@ mod ffi {
     /// costs several hundred ns per call and LuaJIT has no memory limit to enforce.
     #[mlua::lua_module(name = "auth_router_native", skip_memory_check)]
     fn auth_router_native(lua: &Lua) -> LuaResult<LuaTable> {
+        // A panic reaches Lua as an error carrying its message, which the core
+        // logs with context. The default hook would also print raw lines into
+        // nginx's error log (its stderr). The hook is this library's own: each
+        // Rust cdylib links its own std, so other native modules keep theirs.
+        std::panic::set_hook(Box::new(|_| {}));
         let exports = lua.create_table()?;
         exports.set("version", lua.create_function(|_, ()| Ok(VERSION))?)?;
         exports.set("validate", lua.create_function(validate)?)?;
         exports.set("compile", lua.create_function(compile)?)?;
         exports.set("stats", lua.create_function(stats)?)?;
+        // response_parser(max_bytes) -> parser
+        exports.set(
+            "response_parser",
+            lua.create_function(|_, max_bytes: usize| {
+                Ok(Parser(ResponseParser::new(max_bytes, false)))
+            })?,
+        )?;
         exports.set(
             "internal_error",
             lua.create_function(|_, ()| {

@@ -50,15 +50,75 @@ pub static INTERNAL_ERRORS: Counter = Counter::new("internal_errors");
 /// Configs compiled (a config change compiles once per worker).
 pub static CONFIGS_COMPILED: Counter = Counter::new("configs_compiled");
 
+/// Requests with no credential (401 without an auth call).
+pub static NO_CREDENTIAL: Counter = Counter::new("no_credential");
+/// Positive verdicts found fresh in this worker's cache.
+pub static L1_HITS: Counter = Counter::new("l1_hits");
+/// Positive verdicts found fresh in the shared dict (another worker fetched them).
+pub static L2_HITS: Counter = Counter::new("l2_hits");
+/// Cached 401/403 verdicts served (L1 or L2).
+pub static NEGATIVE_HITS: Counter = Counter::new("negative_hits");
+/// Verdicts that needed an auth call.
+pub static MISSES: Counter = Counter::new("misses");
+/// Expired entries served because the auth service failed.
+pub static STALE_SERVED: Counter = Counter::new("stale_served");
+/// Requests denied with the auth service's 401/403 (fresh or cached).
+pub static DENIED: Counter = Counter::new("denied");
+/// Auth service calls answered or failed.
+pub static AUTH_CALLS: Counter = Counter::new("auth_calls");
+/// Sum of auth call latencies, microseconds (divide by auth_calls).
+pub static AUTH_LATENCY_US: Counter = Counter::new("auth_latency_us");
+/// Auth calls that could not connect, handshake, send or receive.
+pub static AUTH_ERRORS_UNREACHABLE: Counter = Counter::new("auth_errors_unreachable");
+/// Auth calls that timed out.
+pub static AUTH_ERRORS_TIMEOUT: Counter = Counter::new("auth_errors_timeout");
+/// Auth calls answered with an unexpected status (5xx, 404, ...).
+pub static AUTH_ERRORS_STATUS: Counter = Counter::new("auth_errors_status");
+/// Auth answers that were malformed, oversized, not JSON or had no account id.
+pub static AUTH_ERRORS_INVALID: Counter = Counter::new("auth_errors_invalid");
+/// Requests that gave up waiting for a concurrent auth call.
+pub static AUTH_ERRORS_LOCK_TIMEOUT: Counter = Counter::new("auth_errors_lock_timeout");
+/// Account header values dropped (CR/LF/NUL, too long, not a scalar).
+pub static HEADER_VALUES_DROPPED: Counter = Counter::new("header_values_dropped");
+
 /// Every counter, in a stable order.
-pub static ALL: [&Counter; 6] = [
+pub static ALL: [&Counter; 21] = [
     &REQUESTS,
     &RESPONSES,
     &RESPONSE_BYTES,
     &COMPLETED,
     &INTERNAL_ERRORS,
     &CONFIGS_COMPILED,
+    &NO_CREDENTIAL,
+    &L1_HITS,
+    &L2_HITS,
+    &NEGATIVE_HITS,
+    &MISSES,
+    &STALE_SERVED,
+    &DENIED,
+    &AUTH_CALLS,
+    &AUTH_LATENCY_US,
+    &AUTH_ERRORS_UNREACHABLE,
+    &AUTH_ERRORS_TIMEOUT,
+    &AUTH_ERRORS_STATUS,
+    &AUTH_ERRORS_INVALID,
+    &AUTH_ERRORS_LOCK_TIMEOUT,
+    &HEADER_VALUES_DROPPED,
 ];
+
+/// Counts an auth failure under its kind.
+pub fn count_auth_error(err: &crate::auth::AuthError) {
+    use crate::auth::AuthError as E;
+    match err {
+        E::Unreachable => AUTH_ERRORS_UNREACHABLE.incr(),
+        E::Timeout => AUTH_ERRORS_TIMEOUT.incr(),
+        E::Status(_) => AUTH_ERRORS_STATUS.incr(),
+        E::LockTimeout => AUTH_ERRORS_LOCK_TIMEOUT.incr(),
+        E::BadResponse | E::InvalidJson | E::MissingAccount | E::MissingAccountId => {
+            AUTH_ERRORS_INVALID.incr()
+        }
+    }
+}
 
 /// `(name, value)` of every counter.
 pub fn snapshot() -> impl Iterator<Item = (&'static str, u64)> {

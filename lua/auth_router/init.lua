@@ -2,29 +2,62 @@
 -- Host-agnostic: the Kong handler and the plain OpenResty adapter both call
 -- these functions and turn their results into host actions. No kong.* here.
 --
--- Rust decides and serializes; Lua does everything that can yield. Every
--- native call is protected: a native error (or caught panic) is userdata, so
--- it is converted with tostring before it is logged, and it never reaches the
--- client.
+-- Rust decides and serializes; Lua does everything that can yield (sockets,
+-- sleeps, shared-dict waits). Every native call is protected: a native error
+-- (or caught panic) is userdata, so it is converted with tostring before it
+-- is logged, and it never reaches the client. Whatever fails, a request is
+-- never let through unauthenticated.
 
 local native = require "auth_router.native"
 local config = require "auth_router.config"
+local http1  = require "auth_router.http1"
 
 -- Loadable without nginx (no ngx.* read at load time), so Kong's schema
 -- validator and the unit specs can require this module anywhere.
-local ngx      = ngx
-local pcall    = pcall
-local tostring = tostring
+local ngx          = ngx
+local pcall        = pcall
+local tostring     = tostring
+local select       = select
+local type         = type
+local error        = error
+local ipairs       = ipairs
+local unpack       = unpack
+local min          = math.min
+local floor        = math.floor
+local setmetatable = setmetatable
 
 local INTERNAL_ERROR_STATUS  = 500
 local INTERNAL_ERROR_MESSAGE = "An unexpected error occurred"
+local NO_CREDENTIAL_MESSAGE  = "No credentials found in request"
+local DENY_MESSAGES          = { [401] = "Unauthorized", [403] = "Forbidden" }
+local UNAVAILABLE_MESSAGE    = "Authentication service unavailable"
+
+local MAX_AUTH_RESPONSE_BYTES = 1024 * 1024
+local SECRET_KEY  = "auth-router:secret"  -- shared dict key of the node's cache-key secret
+local PURGE_SEQ   = "auth-router:purge:seq"
+local PURGE_ENTRY = "auth-router:purge:"
+local LOCK_PREFIX = "lock:"
+local WAIT_MIN_S  = 0.001
+local WAIT_MAX_S  = 0.02
 
 local _M = {
-  VERSION    = native.version(),
-  validate   = config.validate,
-  compile    = config.compile,
-  plugin_for = config.plugin_for,
+  VERSION  = native.version(),
+  validate = config.validate,
 }
+
+-- Compiled plugins by config table (weak keys).
+local compiled = setmetatable({}, { __mode = "k" })
+-- Per compiled plugin: what Lua needs on every request, computed once.
+local plans = setmetatable({}, { __mode = "k" })
+-- Reused argument buffer for the access call (filled and consumed without yielding).
+local args = {}
+-- Per-worker single flight when there is no shared dict.
+local inflight = {}
+-- Dict names already reported missing (log once per worker).
+local missing_dict_logged = {}
+-- Purges applied by this worker, per dict.
+local purge_seen = {}
+local node_secret
 
 
 local function internal_error(phase, err)
@@ -33,29 +66,352 @@ local function internal_error(phase, err)
 end
 
 
---- access phase.
--- @param plugin the compiled plugin
--- @param ctx    a per-request table private to this plugin
--- @return nil to let the request through, or status, body, headers to end it
-function _M.access(plugin, ctx)
-  local var = ngx.var
-  local ok, exchange = pcall(plugin.access, plugin, ngx.req.get_method(),
-                             var.request_uri, ngx.req.start_time() * 1000)
-  if not ok then
-    internal_error("access", exchange)
-    return INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE }
+-- 32 random bytes shared by every worker of this node through the dict, so
+-- L2 keys agree across workers; per worker when there is no dict.
+local function get_secret(dict)
+  if node_secret then
+    return node_secret
   end
-  ctx.exchange = exchange
+  local f = io.open("/dev/urandom", "rb")
+  local fresh = f and f:read(32)
+  if f then
+    f:close()
+  end
+  if not fresh or #fresh ~= 32 then
+    error("cannot read /dev/urandom for the cache-key secret")
+  end
+  if dict then
+    dict:add(SECRET_KEY, fresh) -- first worker wins; the others read its value
+    node_secret = dict:get(SECRET_KEY) or fresh
+  else
+    node_secret = fresh
+  end
+  return node_secret
 end
 
 
---- header_filter phase: records the response status. Never fails the response.
+local function shared_dict(name)
+  local dict = ngx.shared[name]
+  if not dict and not missing_dict_logged[name] then
+    missing_dict_logged[name] = true
+    ngx.log(ngx.WARN, "[auth-router] lua_shared_dict '", name, "' not found: ",
+            "running with the per-worker cache only (no cross-worker sharing or single flight)")
+  end
+  return dict
+end
+
+
+local function header_var(name)
+  return "http_" .. name:gsub("-", "_")
+end
+
+
+local function make_plan(plugin)
+  local c = plugin:config()
+  local auth = c.auth
+  local plan = {
+    dict         = shared_dict(auth.shared_dict),
+    vars         = {},
+    strip        = {},
+    hide         = {},
+    failure_status = auth.failure_status,
+    conn = {
+      timeout_ms   = auth.timeout_ms,
+      keepalive_ms = auth.keepalive_ms,
+      pool_size    = auth.pool_size,
+      ssl_verify   = auth.ssl_verify,
+    },
+  }
+  local target = plugin:auth_target()
+  plan.conn.host, plan.conn.port, plan.conn.tls = target.host, target.port, target.tls
+  plan.conn.server_name = target.host
+  plan.conn.pool = "auth-router:" .. target.host .. ":" .. target.port .. (target.tls and ":tls" or "")
+  plan.auth_addr = target.host .. ":" .. target.port
+  -- Waiters give up after the longest a connect + send + read may take.
+  plan.wait_s = 3 * auth.timeout_ms / 1000 + 0.1
+  plan.lock_ttl = plan.wait_s + 1
+
+  for _, h in ipairs(auth.credential_headers) do
+    plan.vars[#plan.vars + 1] = header_var(h)
+  end
+  for _, h in ipairs(auth.forward_headers) do
+    plan.vars[#plan.vars + 1] = header_var(h)
+  end
+  -- Spoofable headers: every upstream header and the route header, always.
+  for _, rule in ipairs(c.upstream_headers) do
+    plan.strip[#plan.strip + 1] = rule.name
+  end
+  if c.route_header ~= ngx.null and c.route_header then
+    plan.strip[#plan.strip + 1] = c.route_header
+  end
+  if c.hide_credentials then
+    plan.hide = auth.credential_headers
+  end
+  return plan
+end
+
+
+--- compile(conf) -> plugin | nil, err
+-- Compiles a config table or JSON text (not cached; see plugin_for).
+-- Context: init, init_worker, and request phases.
+function _M.compile(conf)
+  -- Validating first tells which dict holds the node secret; it runs once
+  -- per config change, never per request.
+  local normalized, err = config.validate(conf)
+  if not normalized then
+    return nil, "invalid auth-router config: " .. err
+  end
+  local ok, secret = pcall(get_secret, shared_dict(normalized.auth.shared_dict))
+  if not ok then
+    return nil, tostring(secret)
+  end
+  return config.compile(normalized, secret)
+end
+
+
+--- plugin_for(conf) -> plugin | nil, err
+-- The compiled plugin for a config table, compiled once per worker. Kong
+-- hands out a new table when a plugin's config changes, so a change compiles
+-- once and the old plugin goes with the garbage collector.
+function _M.plugin_for(conf)
+  local plugin = compiled[conf]
+  if plugin then
+    return plugin
+  end
+  local err
+  plugin, err = _M.compile(conf)
+  if not plugin then
+    return nil, err
+  end
+  compiled[conf] = plugin
+  return plugin
+end
+
+
+local function plan_for(plugin)
+  local plan = plans[plugin]
+  if not plan then
+    plan = make_plan(plugin)
+    plans[plugin] = plan
+  end
+  return plan
+end
+
+
+-- Applies purges other workers recorded in the dict to this worker's L1.
+local function apply_purges(plugin, dict)
+  local seq = dict:get(PURGE_SEQ)
+  if not seq then
+    return
+  end
+  local seen = purge_seen[dict] or 0
+  if seq == seen then
+    return
+  end
+  for i = seen + 1, seq do
+    local key = dict:get(PURGE_ENTRY .. i)
+    if key == "*" or not key then -- an evicted entry: purge everything to be safe
+      plugin:purge_all()
+    else
+      plugin:purge_key(key)
+    end
+  end
+  purge_seen[dict] = seq
+end
+
+
+-- The auth call itself; records the answer in L1 (native) and L2 (dict).
+local function call_auth(plan, exchange)
+  local req = exchange:auth_request()
+  local started = ngx.now()
+  local parser, kind, detail = http1.request(plan.conn, req, MAX_AUTH_RESPONSE_BYTES)
+  ngx.update_time()
+  local latency_ms = (ngx.now() - started) * 1000
+  local step, value, ttl, problem = exchange:auth_response(parser, kind, ngx.now(), latency_ms)
+  if not parser then
+    ngx.log(ngx.ERR, "[auth-router] auth service ", plan.auth_addr, " failed (", kind, "): ", detail)
+  elseif problem then
+    ngx.log(ngx.ERR, "[auth-router] auth service ", plan.auth_addr, ": ", problem)
+  end
+  if value and plan.dict then
+    local ok, err = plan.dict:set(exchange:pending_key(), value, ttl)
+    if not ok then
+      ngx.log(ngx.WARN, "[auth-router] cannot store auth verdict in shared dict: ", err)
+    end
+  end
+  return step
+end
+
+
+-- Waits for a concurrent auth call for the same key; fails closed at the deadline.
+local function wait_for_flight(plan, exchange, in_flight)
+  local dict = plan.dict
+  local key = exchange:pending_key()
+  local deadline = ngx.now() + plan.wait_s
+  local delay = WAIT_MIN_S
+  while ngx.now() < deadline do
+    ngx.sleep(delay)
+    delay = min(delay * 2, WAIT_MAX_S)
+    local step = exchange:recheck(ngx.now())
+    if step ~= "miss" then
+      return step
+    end
+    if dict then
+      local value = dict:get(key)
+      if value then
+        step = exchange:load_shared(value, ngx.now())
+        if step ~= "miss" then
+          return step
+        end
+      end
+    end
+    if not in_flight() then
+      -- The other call ended without a cacheable verdict (it failed): do not
+      -- retry it N times over; serve stale or fail like it did.
+      return exchange:fail("flight_failed", ngx.now())
+    end
+  end
+  return exchange:fail("lock_timeout", ngx.now())
+end
+
+
+-- L2, then single flight across workers (dict lock) or within the worker.
+local function fetch(plan, exchange)
+  local dict = plan.dict
+  local key = exchange:pending_key()
+  if not dict then
+    if inflight[key] then
+      return wait_for_flight(plan, exchange, function() return inflight[key] end)
+    end
+    inflight[key] = true
+    local ok, step = pcall(call_auth, plan, exchange)
+    inflight[key] = nil
+    if not ok then
+      error(step, 0)
+    end
+    return step
+  end
+
+  local value = dict:get(key)
+  if value then
+    local step = exchange:load_shared(value, ngx.now())
+    if step ~= "miss" then
+      return step
+    end
+  end
+
+  local lock = LOCK_PREFIX .. key
+  local won, err = dict:add(lock, true, plan.lock_ttl)
+  if not won and err == "exists" then
+    return wait_for_flight(plan, exchange, function() return dict:get(lock) ~= nil end)
+  end
+  if not won then
+    ngx.log(ngx.WARN, "[auth-router] cannot take auth lock (", err, "): calling without single flight")
+  end
+  local ok, step = pcall(call_auth, plan, exchange)
+  if won then
+    dict:delete(lock)
+  end
+  if not ok then
+    error(step, 0)
+  end
+  return step
+end
+
+
+local function set_request_headers(...)
+  local set = ngx.req.set_header
+  for i = 1, select("#", ...), 2 do
+    local name, value = select(i, ...)
+    set(name, value)
+  end
+end
+
+
+local function authenticate(plugin, ctx)
+  local plan = plan_for(plugin)
+  local req = ngx.req
+  for i = 1, #plan.strip do
+    req.clear_header(plan.strip[i])
+  end
+  if plan.dict then
+    apply_purges(plugin, plan.dict)
+  end
+
+  local var = ngx.var
+  local vars = plan.vars
+  local n = #vars
+  for i = 1, n do
+    args[i] = var[vars[i]]
+  end
+  local exchange, step = plugin:access(req.get_method(), var.request_uri,
+                                       floor(req.start_time() * 1000), ngx.now(),
+                                       unpack(args, 1, n))
+  for i = 1, n do
+    args[i] = nil -- do not keep credentials alive in a module table
+  end
+  ctx.exchange = exchange
+
+  if step == "miss" then
+    step = fetch(plan, exchange)
+  end
+
+  if step == "allow" then
+    set_request_headers(exchange:upstream_headers())
+    for i = 1, #plan.hide do
+      req.clear_header(plan.hide[i])
+    end
+    return nil
+  end
+  if step == "none" then
+    return 401, { message = NO_CREDENTIAL_MESSAGE }
+  end
+  if step == "deny" then
+    local status, www_authenticate = exchange:denial()
+    return status, { message = DENY_MESSAGES[status] },
+           www_authenticate and { ["WWW-Authenticate"] = www_authenticate } or nil
+  end
+  if step == "failed" then
+    return plan.failure_status, { message = UNAVAILABLE_MESSAGE }
+  end
+  error("unexpected access step: " .. tostring(step))
+end
+
+
+--- access phase.
+-- @param plugin the compiled plugin
+-- @param ctx    a per-request table private to this plugin
+-- @return nil to let the request through (the account is then in
+--         ctx.exchange), or status, body, headers to end it
+function _M.access(plugin, ctx)
+  local ok, status, body, headers = pcall(authenticate, plugin, ctx)
+  if not ok then
+    internal_error("access", status)
+    return INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE }
+  end
+  return status, body, headers
+end
+
+
+local function set_response_headers(...)
+  local header = ngx.header
+  for i = 1, select("#", ...), 2 do
+    local name, value = select(i, ...)
+    header[name] = value
+  end
+end
+
+
+--- header_filter phase: records the status, adds the account's response
+-- headers. Never fails the response.
 function _M.header_filter(ctx)
   local exchange = ctx.exchange
   if not exchange then
     return
   end
-  local ok, err = pcall(exchange.response, exchange, ngx.status)
+  local ok, err = pcall(function()
+    set_response_headers(exchange:response(ngx.status))
+  end)
   if not ok then
     internal_error("header_filter", err)
   end
@@ -87,6 +443,67 @@ function _M.log(ctx)
   if not ok then
     internal_error("log", err)
   end
+end
+
+
+--- purge(plugin, values) -> true | nil, err
+-- Forgets one credential (`values`: the credential header values in config
+-- order, then forwarded ones; a string is the first credential header's
+-- value), or everything when `values` is nil, in every worker of the node.
+-- Context: any where ngx.shared works (not init).
+function _M.purge(plugin, values)
+  local plan = plan_for(plugin)
+  local key = "*"
+  if values ~= nil then
+    if type(values) == "string" then
+      values = { values }
+    end
+    key = plugin:cache_key(unpack(values, 1, #plan.vars))
+    if not key then
+      return nil, "no credential value given"
+    end
+  end
+  local dict = plan.dict
+  if key == "*" then
+    plugin:purge_all()
+  else
+    plugin:purge_key(key)
+  end
+  if not dict then
+    return true
+  end
+  if key ~= "*" then
+    dict:delete(key)
+  end
+  -- Other workers apply the purge on their next request (see apply_purges).
+  local seq, err = dict:incr(PURGE_SEQ, 1, 0)
+  if not seq then
+    return nil, "cannot record purge: " .. tostring(err)
+  end
+  dict:set(PURGE_ENTRY .. seq, key, 3600)
+  purge_seen[dict] = seq
+  if key == "*" then
+    -- Entries written by any worker are gone too. flush_all would also drop
+    -- the secret and locks; the shared entries are keyed by 32 hex digits.
+    for _, k in ipairs(dict:get_keys(0)) do
+      if #k == 32 and k:match("^%x+$") then
+        dict:delete(k)
+      end
+    end
+  end
+  return true
+end
+
+
+--- identity(ctx) -> account_id, cache_status
+-- After access() let the request through: who it is and how the cache
+-- answered ("hit", "miss", "stale"). Context: after access.
+function _M.identity(ctx)
+  local exchange = ctx.exchange
+  if not exchange then
+    return nil, "none"
+  end
+  return exchange:account_id(), exchange:cache_status()
 end
 
 

@@ -74,7 +74,7 @@ function _M.init(config)
   end
   local compiled, err = core.compile(conf)
   if not compiled then
-    error("auth-router: " .. err, 2)
+    error(err, 2)
   end
   plugin = compiled
   return true
@@ -109,6 +109,20 @@ end
 --- Context: log_by_lua*.
 function _M.log()
   core.log(request_ctx())
+end
+
+
+--- purge([credential]) -> true | nil, err
+-- Forgets one credential in every worker of this node, or everything when
+-- called without argument. `credential` is the first credential header's
+-- value (e.g. "Bearer abc"), or an array of the credential header values
+-- then the forwarded header values, in config order.
+-- Context: any phase where ngx.shared works, except init.
+function _M.purge(credential)
+  if not plugin then
+    return nil, "auth-router is not initialized"
+  end
+  return core.purge(plugin, credential)
 end
 
 

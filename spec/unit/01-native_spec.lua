@@ -7,6 +7,7 @@ local native = require "auth_router_native"
 local config = require "auth_router.config"
 
 local AUTH_URL = "http://127.0.0.1:9000/auth"
+local SECRET   = string.rep("s", 32)
 
 local function minimal()
   return { auth = { url = AUTH_URL } }
@@ -100,22 +101,23 @@ describe("auth_router_native", function()
 
   describe("compile()", function()
     it("returns a plugin whose config() is the normalized config", function()
-      local plugin = assert(native.compile(minimal()))
+      local plugin = assert(native.compile(minimal(), SECRET))
       assert.same(native.validate(minimal()), plugin:config())
     end)
 
     it("counts one compile per call", function()
       local before = native.stats().configs_compiled
-      assert(native.compile(minimal()))
+      assert(native.compile(minimal(), SECRET))
       assert.equal(before + 1, native.stats().configs_compiled)
     end)
   end)
 
   describe("exchange", function()
     it("counts a request through all four phases", function()
-      local plugin = assert(native.compile(minimal()))
+      local plugin = assert(native.compile(minimal(), SECRET))
       local s0 = native.stats()
-      local x = plugin:access("GET", "/send", 1000)
+      local x, step = plugin:access("GET", "/send", 1000, 1.0, "Bearer t")
+      assert.equal("miss", step)
       x:response(200)
       x:body_chunk("hello")
       x:body_chunk(nil) -- the eof call of body_filter may carry no data
@@ -128,7 +130,7 @@ describe("auth_router_native", function()
     end)
 
     it("raises a Lua error, not a crash, on bad arguments", function()
-      local plugin = assert(native.compile(minimal()))
+      local plugin = assert(native.compile(minimal(), SECRET))
       local ok, err = pcall(plugin.access, plugin, "GET", nil, 1)
       assert.is_false(ok)
       assert.matches("bad argument", tostring(err))
@@ -137,12 +139,12 @@ describe("auth_router_native", function()
 
   describe("panics", function()
     it("surface as a Lua error carrying the panic message, and the module keeps working", function()
-      local plugin = assert(native.compile(minimal()))
+      local plugin = assert(native.compile(minimal(), SECRET))
       native._arm_panic()
-      local ok, err = pcall(plugin.access, plugin, "GET", "/", 1)
+      local ok, err = pcall(plugin.access, plugin, "GET", "/", 1, 1)
       assert.is_false(ok)
       assert.matches("injected fault: panic in access", tostring(err), 1, true)
-      assert.truthy(pcall(plugin.access, plugin, "GET", "/", 1))
+      assert.truthy(pcall(plugin.access, plugin, "GET", "/", 1, 1))
     end)
   end)
 end)
@@ -159,18 +161,16 @@ describe("auth_router.config", function()
       .. "flags_pointer: 'flags' is not a JSON pointer (must be empty or start with '/')", err)
   end)
 
-  it("plugin_for() compiles a config table once", function()
-    local conf = minimal()
-    local before = native.stats().configs_compiled
-    local p1 = assert(config.plugin_for(conf))
-    local p2 = assert(config.plugin_for(conf))
-    assert.equal(p1, p2)
-    assert.equal(before + 1, native.stats().configs_compiled)
-  end)
-
-  it("plugin_for() reports an invalid config without caching it", function()
-    local p, err = config.plugin_for({ auth = {} })
+  it("compile() reports an invalid config naming the field", function()
+    local p, err = config.compile({ auth = {} }, SECRET)
     assert.is_nil(p)
     assert.equal("invalid auth-router config: auth.url: required field missing", err)
   end)
+
+  it("compile() refuses a short secret with a clear error", function()
+    local p, err = config.compile(minimal(), "short")
+    assert.is_nil(p)
+    assert.matches("secret must be at least 16 bytes", err, 1, true)
+  end)
+
 end)

@@ -1,0 +1,107 @@
+-- Kong adapter for auth-router: thin, in the style of Kong's key-auth handler.
+-- Each phase method hands the request to the host-agnostic core
+-- (lua/auth_router) with kong.ctx.plugin as the per-request table, and only
+-- turns the core's answer into a Kong action. kong.* is used in this
+-- directory and nowhere else.
+
+-- luacheck: globals kong, no unused args
+
+local core   = require "auth_router"
+local schema = require "kong.plugins.auth-router.schema"
+
+
+local kong         = kong
+local next         = next
+local ipairs       = ipairs
+local setmetatable = setmetatable
+
+
+local INTERNAL_ERROR_STATUS  = 500
+local INTERNAL_ERROR_MESSAGE = "An unexpected error occurred"
+
+
+local AuthRouterHandler = {
+  VERSION = "0.1.0",
+  -- Kong's authentication band, in a slot no bundled plugin uses: below
+  -- key-auth (1250) and ldap-auth (1200), above basic-auth (1100). So it runs
+  -- after correlation-id (100001: the request id exists when we log it),
+  -- session (1900) and cors (2000: preflights are answered before any auth
+  -- call), and before ip-restriction (990), acl (950) and rate-limiting (910),
+  -- which must see the identity this plugin sets (limit_by = credential).
+  PRIORITY = 1150,
+}
+
+
+-- Names of the config fields the schema declares. Kong adds its own keys to
+-- the config table it hands to a phase (route_id, service_id, consumer_id,
+-- ordering, __key__, __seq__, __plugin_id, ...), which the native compiler
+-- would reject as unknown fields.
+local CONFIG_FIELDS = {}
+for _, field in ipairs(schema.fields) do
+  local name, def = next(field)
+  if name == "config" then
+    for i, f in ipairs(def.fields) do
+      CONFIG_FIELDS[i] = next(f)
+    end
+  end
+end
+
+
+-- Kong's config table -> our part of it. Weak keys: Kong builds new config
+-- tables when the configuration changes, and the old ones (with their
+-- compiled state, cached by the core on the copy) go with the GC.
+local own_config = setmetatable({}, { __mode = "k" })
+
+
+local function plugin_for(conf)
+  local own = own_config[conf]
+  if not own then
+    own = {}
+    for i = 1, #CONFIG_FIELDS do
+      local name = CONFIG_FIELDS[i]
+      own[name] = conf[name]
+    end
+    own_config[conf] = own
+  end
+  return core.plugin_for(own)
+end
+
+
+function AuthRouterHandler:access(conf)
+  local plugin, err = plugin_for(conf)
+  if not plugin then
+    kong.log.err(err)
+    return kong.response.exit(INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE })
+  end
+
+  local status, body, headers = core.access(plugin, kong.ctx.plugin)
+  if status then
+    return kong.response.exit(status, body, headers)
+  end
+
+  -- Authenticated: tell Kong who it is, so rate-limiting (limit_by =
+  -- credential) and loggers see the identity, and later plugins can read
+  -- the account id and cache status.
+  local account_id, cache_status = core.identity(kong.ctx.plugin)
+  kong.client.authenticate(nil, { id = account_id })
+  kong.ctx.shared.auth_router = { account_id = account_id, cache = cache_status }
+  -- Routing (its own issue) applies kong.service.set_upstream / set_target here.
+end
+
+
+function AuthRouterHandler:header_filter(_)
+  core.header_filter(kong.ctx.plugin)
+end
+
+
+function AuthRouterHandler:body_filter(_)
+  core.body_filter(kong.ctx.plugin)
+end
+
+
+function AuthRouterHandler:log(_)
+  core.log(kong.ctx.plugin)
+end
+
+
+return AuthRouterHandler

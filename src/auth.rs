@@ -1,0 +1,436 @@
+//! Auth: turns the auth service's HTTP answer into a verdict and a cache
+//! lifetime, builds the account's header values once per cache fill, and
+//! encodes entries for the shared dict (L2).
+
+use crate::cache::{Entry, Verdict};
+use crate::config::{Config, HeaderRule, HeaderSource, MAX_HEADER_VALUE_BYTES};
+use crate::http1::Response;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Why the auth service gave no usable answer. Never cached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Connecting, the TLS handshake, sending or receiving failed.
+    #[error("auth service unreachable")]
+    Unreachable,
+    /// A connect, send or read timed out.
+    #[error("auth service timed out")]
+    Timeout,
+    /// The response was not valid HTTP/1.1 or exceeded the size cap.
+    #[error("invalid HTTP response from auth service")]
+    BadResponse,
+    /// A status other than 2xx, 401 or 403.
+    #[error("auth service answered status {0}")]
+    Status(u16),
+    /// A 2xx whose body is not JSON.
+    #[error("auth service body is not JSON")]
+    InvalidJson,
+    /// The body has no object at `account_pointer`.
+    #[error("no account object at auth.account_pointer")]
+    MissingAccount,
+    /// The account has no string or number at `account_id_pointer`.
+    #[error("no account id at auth.account_id_pointer")]
+    MissingAccountId,
+    /// Another request was fetching the same credential and did not finish in time.
+    #[error("timed out waiting for a concurrent auth call")]
+    LockTimeout,
+}
+
+/// An authenticated account and its precomputed header values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    /// The account id.
+    pub id: String,
+    /// The account object (routing reads it with JSON pointers).
+    pub object: Value,
+    /// `(name, value)` for `upstream_headers`, bad values already dropped.
+    pub upstream_headers: Vec<(String, String)>,
+    /// `(name, value)` for `response_headers`, bad values already dropped.
+    pub response_headers: Vec<(String, String)>,
+    /// How many header values were dropped (CR/LF/NUL, too long, not scalar).
+    pub dropped_headers: u32,
+}
+
+/// A 401/403 verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// 401 or 403.
+    pub status: u16,
+    /// The auth service's `WWW-Authenticate`, passed to the client.
+    pub www_authenticate: Option<String>,
+}
+
+/// A verdict with the time it may be cached, in seconds (0: do not cache).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// Cache lifetime before the stale window.
+    pub ttl: f64,
+}
+
+impl Account {
+    /// Builds the account `object` with id `id`, rendering the configured headers.
+    pub fn new(id: String, object: Value, config: &Config) -> Self {
+        let mut dropped = 0;
+        let upstream_headers = render_headers(&config.upstream_headers, &object, &mut dropped);
+        let response_headers = render_headers(&config.response_headers, &object, &mut dropped);
+        Account {
+            id,
+            object,
+            upstream_headers,
+            response_headers,
+            dropped_headers: dropped,
+        }
+    }
+}
+
+fn render_headers(
+    rules: &[HeaderRule],
+    account: &Value,
+    dropped: &mut u32,
+) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let value = match &rule.source {
+            HeaderSource::Value(v) => Some(v.clone()),
+            HeaderSource::Pointer(p) => match account.pointer(p.as_str()) {
+                None | Some(Value::Null) => None, // absent field: no header, nothing wrong
+                Some(v) => match scalar(v) {
+                    Some(s) if is_safe_header_value(&s) => Some(s),
+                    _ => {
+                        *dropped += 1;
+                        None
+                    }
+                },
+            },
+        };
+        if let Some(v) = value {
+            out.push((rule.name.as_str().to_string(), v));
+        }
+    }
+    out
+}
+
+/// A string, number or boolean as text; objects and arrays are not header values.
+pub fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// No CR, LF or NUL (header injection) and within the length cap.
+pub fn is_safe_header_value(s: &str) -> bool {
+    s.len() <= MAX_HEADER_VALUE_BYTES && !s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+/// Cache-Control directives that matter to us: `None` = not stated.
+fn cache_control_limit(value: Option<&[u8]>) -> Option<f64> {
+    let text = std::str::from_utf8(value?).ok()?;
+    let mut limit: Option<f64> = None;
+    for d in text.split(',') {
+        let d = d.trim().to_ascii_lowercase();
+        if d == "no-store" || d == "no-cache" {
+            return Some(0.0);
+        }
+        if let Some(n) = d.strip_prefix("max-age=") {
+            // An unparsable max-age means "stale" per RFC 9111 §4.2.1: do not cache.
+            let secs = n.trim_matches('"').parse::<u64>().map_or(0.0, |s| s as f64);
+            limit = Some(limit.map_or(secs, |l| l.min(secs)));
+        }
+    }
+    limit
+}
+
+/// Interprets the auth service's response at time `now` (epoch seconds).
+///
+/// Returns the verdict and how long it may be cached: `ttl_s` (or
+/// `negative_ttl_s`), lowered by `Cache-Control` (`max-age`, `no-store`,
+/// `no-cache`) and, for an allow, by the body's `exp` epoch at `exp_pointer`
+/// (RFC 7662: never cache past `exp`). `exp_pointer` is read from the whole
+/// body, like `account_pointer`.
+pub fn interpret(config: &Config, resp: &Response, now: f64) -> Result<Answer, AuthError> {
+    let auth = &config.auth;
+    let cc = cache_control_limit(resp.header("cache-control"));
+    let limit = |ttl: f64| cc.map_or(ttl, |l| ttl.min(l)).max(0.0);
+    match resp.status {
+        200..=299 => {
+            let body: Value =
+                serde_json::from_slice(&resp.body).map_err(|_| AuthError::InvalidJson)?;
+            let object = body
+                .pointer(auth.account_pointer.as_str())
+                .filter(|v| v.is_object())
+                .ok_or(AuthError::MissingAccount)?;
+            let id = object
+                .pointer(auth.account_id_pointer.as_str())
+                .and_then(|v| match v {
+                    Value::String(_) | Value::Number(_) => scalar(v),
+                    _ => None,
+                })
+                .filter(|id| !id.is_empty())
+                .ok_or(AuthError::MissingAccountId)?;
+            let mut ttl = limit(auth.ttl_s);
+            if let Some(exp) = body
+                .pointer(auth.exp_pointer.as_str())
+                .and_then(Value::as_f64)
+            {
+                ttl = ttl.min(exp - now).max(0.0);
+            }
+            let account = Account::new(id, object.clone(), config);
+            Ok(Answer {
+                verdict: Verdict::Allow(Arc::new(account)),
+                ttl,
+            })
+        }
+        401 | 403 => {
+            let www_authenticate = resp
+                .header("www-authenticate")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .filter(|v| is_safe_header_value(v))
+                .map(str::to_string);
+            Ok(Answer {
+                verdict: Verdict::Deny(Arc::new(Denial {
+                    status: resp.status,
+                    www_authenticate,
+                })),
+                ttl: limit(auth.negative_ttl_s),
+            })
+        }
+        other => Err(AuthError::Status(other)),
+    }
+}
+
+/// Encodes `entry` for the shared dict (compact JSON; versioned).
+pub fn encode_entry(entry: &Entry) -> String {
+    match &entry.verdict {
+        Verdict::Allow(a) => json!({"v": 1, "e": entry.expires_at, "s": entry.stale_until,
+                                    "id": a.id, "a": a.object}),
+        Verdict::Deny(d) => json!({"v": 1, "e": entry.expires_at, "s": entry.stale_until,
+                                   "d": d.status, "w": d.www_authenticate}),
+    }
+    .to_string()
+}
+
+/// Decodes a shared-dict entry written by [`encode_entry`]; `None` if it is
+/// not one (another version, corruption): the caller treats that as a miss.
+pub fn decode_entry(text: &[u8], config: &Config) -> Option<Entry> {
+    let v: Value = serde_json::from_slice(text).ok()?;
+    if v.get("v")?.as_u64()? != 1 {
+        return None;
+    }
+    let expires_at = v.get("e")?.as_f64()?;
+    let stale_until = v.get("s")?.as_f64()?;
+    let verdict = if let Some(status) = v.get("d") {
+        let status = u16::try_from(status.as_u64()?).ok()?;
+        if status != 401 && status != 403 {
+            return None;
+        }
+        let www_authenticate = v.get("w").and_then(Value::as_str).map(str::to_string);
+        Verdict::Deny(Arc::new(Denial {
+            status,
+            www_authenticate,
+        }))
+    } else {
+        let id = v.get("id")?.as_str()?.to_string();
+        let object = v.get("a")?.clone();
+        Verdict::Allow(Arc::new(Account::new(id, object, config)))
+    };
+    Some(Entry {
+        verdict,
+        expires_at,
+        stale_until,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::compile;
+
+    fn config(extra: Value) -> Config {
+        let mut c = json!({"auth": {"url": "http://127.0.0.1:9/auth"}});
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        compile(c).expect("valid config")
+    }
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+        Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+            keepalive: true,
+        }
+    }
+
+    fn allow(a: &Answer) -> &Account {
+        match &a.verdict {
+            Verdict::Allow(a) => a,
+            Verdict::Deny(_) => unreachable!("expected allow"),
+        }
+    }
+
+    #[test]
+    fn allow_uses_configured_ttl() {
+        let c = config(json!({}));
+        let a = interpret(
+            &c,
+            &response(200, &[], r#"{"id": "acc_1", "plan": "pro"}"#),
+            0.0,
+        )
+        .expect("ok");
+        assert_eq!(allow(&a).id, "acc_1");
+        assert_eq!(a.ttl, 60.0);
+    }
+
+    #[test]
+    fn max_age_and_exp_shorten_ttl() {
+        let c = config(json!({}));
+        let r = response(
+            200,
+            &[("cache-control", "private, max-age=5")],
+            r#"{"id": 7}"#,
+        );
+        assert_eq!(interpret(&c, &r, 0.0).expect("ok").ttl, 5.0);
+        let r = response(200, &[], r#"{"id": "a", "exp": 1000.5}"#);
+        assert_eq!(interpret(&c, &r, 990.0).expect("ok").ttl, 10.5);
+        let r = response(200, &[], r#"{"id": "a", "exp": 10}"#);
+        assert_eq!(interpret(&c, &r, 990.0).expect("ok").ttl, 0.0);
+    }
+
+    #[test]
+    fn no_store_and_no_cache_are_not_cached() {
+        let c = config(json!({}));
+        for cc in ["no-store", "No-Cache", "max-age=60, no-store"] {
+            let r = response(200, &[("cache-control", cc)], r#"{"id": "a"}"#);
+            assert_eq!(interpret(&c, &r, 0.0).expect("ok").ttl, 0.0, "{cc}");
+        }
+    }
+
+    #[test]
+    fn deny_keeps_status_and_www_authenticate() {
+        let c = config(json!({}));
+        let r = response(401, &[("www-authenticate", "Bearer realm=\"api\"")], "");
+        let a = interpret(&c, &r, 0.0).expect("ok");
+        assert_eq!(a.ttl, 10.0);
+        assert_eq!(
+            a.verdict,
+            Verdict::Deny(Arc::new(Denial {
+                status: 401,
+                www_authenticate: Some("Bearer realm=\"api\"".into())
+            }))
+        );
+    }
+
+    #[test]
+    fn unusable_answers_are_errors() {
+        let c = config(json!({}));
+        let cases = [
+            (response(500, &[], ""), AuthError::Status(500)),
+            (response(404, &[], ""), AuthError::Status(404)),
+            (response(200, &[], "not json"), AuthError::InvalidJson),
+            (response(200, &[], "[1]"), AuthError::MissingAccount),
+            (
+                response(200, &[], r#"{"name": "x"}"#),
+                AuthError::MissingAccountId,
+            ),
+            (
+                response(200, &[], r#"{"id": ""}"#),
+                AuthError::MissingAccountId,
+            ),
+            (
+                response(200, &[], r#"{"id": {"x": 1}}"#),
+                AuthError::MissingAccountId,
+            ),
+        ];
+        for (r, want) in cases {
+            assert_eq!(interpret(&c, &r, 0.0), Err(want));
+        }
+    }
+
+    #[test]
+    fn account_pointer_selects_the_account() {
+        let c = config(json!({"auth": {"url": "http://a/", "account_pointer": "/data/account"}}));
+        let r = response(
+            200,
+            &[],
+            r#"{"data": {"account": {"id": "n1"}}, "exp": 100}"#,
+        );
+        let a = interpret(&c, &r, 40.0).expect("ok");
+        assert_eq!(allow(&a).id, "n1");
+        assert_eq!(a.ttl, 60.0); // exp is read from the whole body
+    }
+
+    #[test]
+    fn unsafe_header_values_are_dropped_and_counted() {
+        let c = config(json!({
+            "upstream_headers": [
+                {"name": "x-account-id", "pointer": "/id"},
+                {"name": "x-plan", "pointer": "/plan"},
+                {"name": "x-nested", "pointer": "/nested"},
+                {"name": "x-missing", "pointer": "/missing"},
+                {"name": "x-gateway", "value": "auth-router"}
+            ],
+            "response_headers": [{"name": "x-account-plan", "pointer": "/plan"}]
+        }));
+        let r = response(
+            200,
+            &[],
+            r#"{"id": "a1", "plan": "pro\r\nX-Evil: 1", "nested": {"a": 1}}"#,
+        );
+        let a = interpret(&c, &r, 0.0).expect("ok");
+        let acc = allow(&a);
+        assert_eq!(
+            acc.upstream_headers,
+            vec![
+                ("x-account-id".to_string(), "a1".to_string()),
+                ("x-gateway".to_string(), "auth-router".to_string())
+            ]
+        );
+        assert!(acc.response_headers.is_empty());
+        assert_eq!(acc.dropped_headers, 3);
+    }
+
+    #[test]
+    fn entries_round_trip_through_the_shared_dict_encoding() {
+        let c = config(json!({"upstream_headers": [{"name": "x-account-id", "pointer": "/id"}]}));
+        let r = response(200, &[], r#"{"id": "a1", "plan": "pro"}"#);
+        let a = interpret(&c, &r, 0.0).expect("ok");
+        let e = Entry::new(a.verdict, 100.0, 60.0, 30.0);
+        assert_eq!(decode_entry(encode_entry(&e).as_bytes(), &c), Some(e));
+        let d = Entry::new(
+            Verdict::Deny(Arc::new(Denial {
+                status: 403,
+                www_authenticate: None,
+            })),
+            1.0,
+            2.0,
+            3.0,
+        );
+        assert_eq!(decode_entry(encode_entry(&d).as_bytes(), &c), Some(d));
+    }
+
+    #[test]
+    fn foreign_or_corrupt_shared_dict_values_are_misses() {
+        let c = config(json!({}));
+        for bad in [
+            "",
+            "{",
+            r#"{"v": 2}"#,
+            r#"{"v":1,"e":1,"s":2,"d":200}"#,
+            r#"{"v":1,"e":1,"s":2}"#,
+        ] {
+            assert_eq!(decode_entry(bad.as_bytes(), &c), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! Plugin: the runtime state of one compiled config (its L1 auth cache and
+//! key deriver) and the decisions of the access phase, as pure steps that the
+//! Lua core drives between its socket and shared-dict operations.
+//!
+//! ```text
+//! lookup ──hit──────────────────────────────▶ Allow / Deny
+//!   │ miss
+//!   ▼
+//! load_shared (L2) ──fresh─────────────────▶ Allow / Deny
+//!   │ miss (a stale L2 entry is kept in L1 for later)
+//!   ▼
+//! auth_request ─▶ [Lua: cosocket] ─▶ auth_response ─▶ Allow / Deny / stale / Failed
+//! ```
+
+use crate::auth::{self, AuthError};
+use crate::cache::{Cache, CacheKey, Entry, KeyDeriver, Verdict};
+use crate::config::{AuthMethod, Config};
+use crate::exchange::{CacheStatus, Exchange, HeaderValues};
+use crate::http1::{self, Response};
+use crate::stats;
+use std::cell::RefCell;
+
+/// Largest auth service response we read (head and body).
+pub const MAX_AUTH_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Where a request stands after a step of the access phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The request has no credential: 401 without any auth call.
+    NoCredential,
+    /// Authenticated: proxy it (with the account's headers).
+    Allow,
+    /// The auth service rejected the credential: pass its 401/403 on.
+    Deny,
+    /// Not cached: the next step is needed.
+    Miss,
+    /// The auth service failed and nothing stale exists: `failure_status`.
+    Failed,
+}
+
+/// A shared-dict write the Lua side must perform: value and exptime (s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedWrite {
+    /// Encoded entry.
+    pub value: String,
+    /// Seconds until the dict may drop it (the end of its stale window).
+    pub ttl: f64,
+}
+
+/// One compiled config and its caches.
+#[derive(Debug)]
+pub struct Plugin {
+    /// The compiled config.
+    pub config: Config,
+    keys: KeyDeriver,
+    scope: Vec<u8>,
+    cache: RefCell<Cache>,
+}
+
+/// Everything that changes the auth service's answer apart from the request's
+/// own header values, so two configs sharing a dict never mix answers.
+fn scope(config: &Config) -> Vec<u8> {
+    let a = &config.auth;
+    let mut s = format!(
+        "{:?}|{}|{}|{}|{}",
+        a.method,
+        a.url.raw,
+        a.account_pointer.as_str(),
+        a.account_id_pointer.as_str(),
+        a.exp_pointer.as_str()
+    );
+    for h in a.credential_headers.iter().chain(&a.forward_headers) {
+        s.push('|');
+        s.push_str(h.as_str());
+    }
+    s.into_bytes()
+}
+
+impl Plugin {
+    /// Runtime state for `config`; `secret` is this node's cache-key secret.
+    pub fn new(config: Config, secret: &[u8]) -> Self {
+        let cache = RefCell::new(Cache::new(config.auth.cache_size as usize));
+        Plugin {
+            keys: KeyDeriver::new(secret),
+            scope: scope(&config),
+            cache,
+            config,
+        }
+    }
+
+    /// The cache key for these credential and forwarded header values (in
+    /// config order, `None` when absent), or `None` when no credential is present.
+    pub fn cache_key(
+        &self,
+        creds: &[Option<&[u8]>],
+        forwarded: &[Option<&[u8]>],
+    ) -> Option<CacheKey> {
+        if creds.iter().all(Option::is_none) {
+            return None;
+        }
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * (creds.len() + forwarded.len()));
+        parts.push(&self.scope);
+        for v in creds.iter().chain(forwarded) {
+            match v {
+                Some(v) => {
+                    parts.push(b"\x01");
+                    parts.push(v);
+                }
+                None => parts.push(b"\x00"),
+            }
+        }
+        Some(self.keys.derive(parts))
+    }
+
+    fn with_cache<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> Option<T> {
+        // Never contended: every call runs to completion on the worker's one
+        // thread and no Lua runs beneath it. try_borrow keeps that a non-panic.
+        self.cache.try_borrow_mut().ok().map(|mut c| f(&mut c))
+    }
+
+    fn take_verdict(ex: &mut Exchange, verdict: Verdict, status: CacheStatus) -> Step {
+        let step = match verdict {
+            Verdict::Allow(_) => Step::Allow,
+            Verdict::Deny(_) => {
+                stats::DENIED.incr();
+                Step::Deny
+            }
+        };
+        ex.set_verdict(verdict, status);
+        step
+    }
+
+    /// First step: looks the credential up in L1.
+    pub fn lookup(
+        &self,
+        ex: &mut Exchange,
+        creds: HeaderValues,
+        forwarded: HeaderValues,
+        now: f64,
+    ) -> Step {
+        let key = {
+            let c: Vec<Option<&[u8]>> = creds.iter().map(Option::as_deref).collect();
+            let f: Vec<Option<&[u8]>> = forwarded.iter().map(Option::as_deref).collect();
+            self.cache_key(&c, &f)
+        };
+        let Some(key) = key else {
+            stats::NO_CREDENTIAL.incr();
+            ex.set_cache_status(CacheStatus::None);
+            return Step::NoCredential;
+        };
+        let hit = self
+            .with_cache(|c| c.get_fresh(&key, now).map(|e| e.verdict.clone()))
+            .flatten();
+        if let Some(verdict) = hit {
+            let status = match verdict {
+                Verdict::Allow(_) => {
+                    stats::L1_HITS.incr();
+                    CacheStatus::Hit
+                }
+                Verdict::Deny(_) => {
+                    stats::NEGATIVE_HITS.incr();
+                    CacheStatus::Negative
+                }
+            };
+            return Self::take_verdict(ex, verdict, status);
+        }
+        ex.set_pending(key, creds, forwarded);
+        Step::Miss
+    }
+
+    /// While waiting for a concurrent auth call in this worker: the L1
+    /// answer for the pending key, if it has arrived.
+    pub fn recheck(&self, ex: &mut Exchange, now: f64) -> Step {
+        let Some(key) = ex.pending_key() else {
+            return Step::Miss;
+        };
+        let hit = self
+            .with_cache(|c| c.get_fresh(&key, now).map(|e| e.verdict.clone()))
+            .flatten();
+        match hit {
+            Some(v @ Verdict::Allow(_)) => {
+                stats::L1_HITS.incr();
+                Self::take_verdict(ex, v, CacheStatus::Hit)
+            }
+            Some(v @ Verdict::Deny(_)) => {
+                stats::NEGATIVE_HITS.incr();
+                Self::take_verdict(ex, v, CacheStatus::Negative)
+            }
+            None => Step::Miss,
+        }
+    }
+
+    /// Second step: a value read from the shared dict for this request's key.
+    /// A fresh entry is a hit (and fills L1); a stale one is kept in L1 in
+    /// case the auth service fails; anything else is a miss.
+    pub fn load_shared(&self, ex: &mut Exchange, value: &[u8], now: f64) -> Step {
+        let Some(key) = ex.pending_key() else {
+            return Step::Miss;
+        };
+        let Some(entry) = auth::decode_entry(value, &self.config) else {
+            return Step::Miss;
+        };
+        let fresh = entry.is_fresh(now);
+        let verdict = entry.verdict.clone();
+        self.with_cache(|c| c.put(key, entry, now));
+        if !fresh {
+            return Step::Miss;
+        }
+        let status = match verdict {
+            Verdict::Allow(_) => {
+                stats::L2_HITS.incr();
+                CacheStatus::Hit
+            }
+            Verdict::Deny(_) => {
+                stats::NEGATIVE_HITS.incr();
+                CacheStatus::Negative
+            }
+        };
+        Self::take_verdict(ex, verdict, status)
+    }
+
+    /// Third step: the HTTP/1.1 request to send to the auth service.
+    pub fn auth_request(&self, ex: &Exchange) -> Result<Vec<u8>, http1::Http1Error> {
+        let auth = &self.config.auth;
+        let (creds, forwarded) = ex.pending_values();
+        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(creds.len() + forwarded.len() + 1);
+        let names = auth.credential_headers.iter().chain(&auth.forward_headers);
+        for (name, value) in names.zip(creds.iter().chain(forwarded)) {
+            if let Some(v) = value {
+                headers.push((name.as_str(), v));
+            }
+        }
+        headers.push(("accept", b"application/json"));
+        let mut out = Vec::with_capacity(256);
+        http1::encode_request(
+            &http1::Request {
+                method: match auth.method {
+                    AuthMethod::Get => "GET",
+                    AuthMethod::Post => "POST",
+                },
+                host: &auth.url.host,
+                port: auth.url.port,
+                tls: auth.url.tls,
+                path: &auth.url.path,
+                headers: &headers,
+                body: b"",
+            },
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    /// Last step: the auth service's answer (or why there is none), at `now`.
+    /// Returns the step and, for a cacheable verdict, the shared-dict write.
+    pub fn auth_response(
+        &self,
+        ex: &mut Exchange,
+        response: Result<&Response, AuthError>,
+        now: f64,
+    ) -> (Step, Option<SharedWrite>) {
+        stats::AUTH_CALLS.incr();
+        let answer = response.and_then(|r| auth::interpret(&self.config, r, now));
+        let Some(key) = ex.pending_key() else {
+            return (Step::Failed, None);
+        };
+        ex.clear_pending_values();
+        match answer {
+            Ok(answer) => {
+                let mut write = None;
+                if answer.ttl > 0.0 {
+                    let entry = Entry::new(
+                        answer.verdict.clone(),
+                        now,
+                        answer.ttl,
+                        self.config.auth.stale_ttl_s,
+                    );
+                    write = Some(SharedWrite {
+                        value: auth::encode_entry(&entry),
+                        ttl: answer.ttl + self.config.auth.stale_ttl_s,
+                    });
+                    self.with_cache(|c| c.put(key, entry, now));
+                } else {
+                    // Not cacheable (no-store, exp passed): drop what we had.
+                    self.with_cache(|c| c.remove(&key));
+                }
+                stats::MISSES.incr();
+                (
+                    Self::take_verdict(ex, answer.verdict, CacheStatus::Miss),
+                    write,
+                )
+            }
+            Err(err) => (self.fail(ex, &err, now), None),
+        }
+    }
+
+    /// The auth call failed (or a concurrent one did): serve a stale entry
+    /// if one is inside its window, else [`Step::Failed`].
+    pub fn fail(&self, ex: &mut Exchange, err: &AuthError, now: f64) -> Step {
+        stats::count_auth_error(err);
+        ex.set_auth_error(err.clone());
+        let Some(key) = ex.pending_key() else {
+            return Step::Failed;
+        };
+        let stale = self
+            .with_cache(|c| c.get_stale(&key, now).map(|e| e.verdict.clone()))
+            .flatten();
+        match stale {
+            Some(verdict) => {
+                stats::STALE_SERVED.incr();
+                Self::take_verdict(ex, verdict, CacheStatus::Stale)
+            }
+            None => Step::Failed,
+        }
+    }
+
+    /// Forgets one cache key in L1.
+    pub fn purge(&self, key: &CacheKey) {
+        self.with_cache(|c| c.remove(key));
+    }
+
+    /// Forgets every L1 entry.
+    pub fn purge_all(&self) {
+        self.with_cache(Cache::clear);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::compile;
+    use serde_json::json;
+
+    fn plugin() -> Plugin {
+        let c = compile(json!({
+            "auth": {"url": "http://127.0.0.1:9/auth", "forward_headers": ["x-tenant"]},
+            "upstream_headers": [{"name": "x-account-id", "pointer": "/id"}]
+        }))
+        .expect("valid");
+        Plugin::new(c, b"test-secret")
+    }
+
+    fn resp(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+            keepalive: true,
+        }
+    }
+
+    fn cred(v: &str) -> Vec<Option<Vec<u8>>> {
+        vec![Some(v.as_bytes().to_vec())]
+    }
+
+    fn miss(p: &Plugin, token: &str, now: f64) -> Exchange {
+        let mut ex = Exchange::begin("GET", "/", 0);
+        assert_eq!(p.lookup(&mut ex, cred(token), vec![None], now), Step::Miss);
+        ex
+    }
+
+    #[test]
+    fn no_credential_needs_no_auth_call() {
+        let p = plugin();
+        let mut ex = Exchange::begin("GET", "/", 0);
+        assert_eq!(
+            p.lookup(&mut ex, vec![None], vec![Some(b"t".to_vec())], 0.0),
+            Step::NoCredential
+        );
+    }
+
+    #[test]
+    fn answer_is_cached_until_ttl() {
+        let p = plugin();
+        let mut ex = miss(&p, "Bearer a", 0.0);
+        let (step, write) = p.auth_response(&mut ex, Ok(&resp(200, r#"{"id": "a1"}"#)), 0.0);
+        assert_eq!(step, Step::Allow);
+        assert_eq!(write.expect("cacheable").ttl, 90.0);
+        let mut ex = Exchange::begin("GET", "/", 0);
+        assert_eq!(
+            p.lookup(&mut ex, cred("Bearer a"), vec![None], 59.0),
+            Step::Allow
+        );
+        assert_eq!(ex.account().map(|a| a.id.as_str()), Some("a1"));
+        miss(&p, "Bearer a", 60.0);
+    }
+
+    #[test]
+    fn forwarded_values_are_part_of_the_key() {
+        let p = plugin();
+        let mut ex = miss(&p, "Bearer a", 0.0);
+        p.auth_response(&mut ex, Ok(&resp(200, r#"{"id": "a1"}"#)), 0.0);
+        let mut ex = Exchange::begin("GET", "/", 0);
+        let step = p.lookup(
+            &mut ex,
+            cred("Bearer a"),
+            vec![Some(b"tenant-2".to_vec())],
+            1.0,
+        );
+        assert_eq!(step, Step::Miss);
+    }
+
+    #[test]
+    fn failure_serves_stale_inside_the_window_only() {
+        let p = plugin();
+        let mut ex = miss(&p, "Bearer a", 0.0);
+        p.auth_response(&mut ex, Ok(&resp(200, r#"{"id": "a1"}"#)), 0.0);
+        let mut ex = miss(&p, "Bearer a", 70.0);
+        let (step, write) = p.auth_response(&mut ex, Err(AuthError::Timeout), 70.0);
+        assert_eq!((step, write), (Step::Allow, None));
+        assert_eq!(ex.cache_status(), CacheStatus::Stale);
+        let mut ex = miss(&p, "Bearer a", 95.0);
+        assert_eq!(
+            p.auth_response(&mut ex, Ok(&resp(502, "")), 95.0).0,
+            Step::Failed
+        );
+    }
+
+    #[test]
+    fn errors_are_never_cached() {
+        let p = plugin();
+        let mut ex = miss(&p, "Bearer a", 0.0);
+        assert_eq!(
+            p.auth_response(&mut ex, Ok(&resp(200, "garbage")), 0.0).0,
+            Step::Failed
+        );
+        miss(&p, "Bearer a", 0.1);
+    }
+
+    #[test]
+    fn denial_is_cached_for_the_negative_ttl() {
+        let p = plugin();
+        let mut ex = miss(&p, "Bearer bad", 0.0);
+        assert_eq!(
+            p.auth_response(&mut ex, Ok(&resp(401, "")), 0.0).0,
+            Step::Deny
+        );
+        let mut ex = Exchange::begin("GET", "/", 0);
+        assert_eq!(
+            p.lookup(&mut ex, cred("Bearer bad"), vec![None], 9.9),
+            Step::Deny
+        );
+        assert_eq!(ex.cache_status(), CacheStatus::Negative);
+        miss(&p, "Bearer bad", 10.0);
+    }
+
+    #[test]
+    fn shared_dict_entry_from_another_worker_is_a_hit() {
+        let a = plugin();
+        let b = plugin(); // same secret: another worker of the node
+        let mut ex = miss(&a, "Bearer a", 0.0);
+        let (_, write) = a.auth_response(&mut ex, Ok(&resp(200, r#"{"id": "a1"}"#)), 0.0);
+        let write = write.expect("cacheable");
+        let mut ex = miss(&b, "Bearer a", 1.0);
+        assert_eq!(
+            b.load_shared(&mut ex, write.value.as_bytes(), 1.0),
+            Step::Allow
+        );
+        let mut ex = Exchange::begin("GET", "/", 0);
+        assert_eq!(
+            b.lookup(&mut ex, cred("Bearer a"), vec![None], 2.0),
+            Step::Allow
+        );
+    }
+
+    #[test]
+    fn auth_request_forwards_present_headers_only() {
+        let p = plugin();
+        let mut ex = Exchange::begin("GET", "/", 0);
+        p.lookup(&mut ex, cred("Bearer a"), vec![None], 0.0);
+        let req = String::from_utf8(p.auth_request(&ex).expect("encodes")).expect("utf8");
+        assert!(req.starts_with("GET /auth HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("\r\nauthorization: Bearer a\r\n"), "{req}");
+        assert!(!req.contains("x-tenant"), "{req}");
+    }
+
+    #[test]
+    fn purge_forgets_a_key() {
+        let p = plugin();
+        let mut ex = miss(&p, "Bearer a", 0.0);
+        p.auth_response(&mut ex, Ok(&resp(200, r#"{"id": "a1"}"#)), 0.0);
+        let key = p
+            .cache_key(&[Some(b"Bearer a")], &[None])
+            .expect("credential");
+        p.purge(&key);
+        miss(&p, "Bearer a", 1.0);
+    }
+}
