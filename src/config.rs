@@ -376,7 +376,7 @@ fn read_auth(f: &mut Fields<'_>) -> Option<Auth> {
         strings(&["authorization"]),
         None,
         |v| {
-            let names = array_of(header_name)(v)?;
+            let names = array_of(forwardable_header)(v)?;
             if names.is_empty() {
                 return Err("must name at least one header".into());
             }
@@ -384,7 +384,7 @@ fn read_auth(f: &mut Fields<'_>) -> Option<Auth> {
         },
     );
     let forward_headers = f.with_default("forward_headers", json!([]), None, |v| {
-        array_of(header_name)(v).map(Some)
+        array_of(forwardable_header)(v).map(Some)
     });
     let timeout_ms = f.with_default("timeout_ms", json!(1000), 0, integer(1, MAX_TIMEOUT_MS));
     let keepalive_ms = f.with_default("keepalive_ms", json!(60000), 0, integer(1, MAX_TIMEOUT_MS));
@@ -633,6 +633,21 @@ fn header_name(v: &Value) -> Check<HeaderName> {
         return Err(format!("'{s}' is not a valid header name"));
     }
     Ok(HeaderName(s.to_ascii_lowercase()))
+}
+
+/// Headers that frame the auth call itself; the HTTP/1.1 encoder owns them.
+const RESERVED_AUTH_HEADERS: &[&str] =
+    &["host", "content-length", "transfer-encoding", "connection"];
+
+fn forwardable_header(v: &Value) -> Check<HeaderName> {
+    let h = header_name(v)?;
+    if RESERVED_AUTH_HEADERS.contains(&h.as_str()) {
+        return Err(format!(
+            "'{}' cannot be sent to the auth service (it frames the request)",
+            h.0
+        ));
+    }
+    Ok(h)
 }
 
 fn header_value(v: &Value) -> Check<String> {
@@ -979,6 +994,16 @@ mod tests {
         assert_eq!(c.auth.timeout_ms, 250);
         assert!(c.auth.url.tls);
         assert_eq!(c.auth.url.port, 443);
+    }
+
+    #[test]
+    fn framing_headers_cannot_be_forwarded() {
+        let mut c = minimal();
+        c["auth"]["forward_headers"] = json!(["x-tenant", "Host"]);
+        assert_eq!(
+            errors(c),
+            vec!["auth.forward_headers: item 2: 'host' cannot be sent to the auth service (it frames the request)"]
+        );
     }
 
     #[test]

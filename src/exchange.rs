@@ -6,6 +6,7 @@
 
 use crate::auth::{Account, AuthError, Denial};
 use crate::cache::{CacheKey, Verdict};
+use crate::config::Destination;
 use crate::stats;
 use serde_json::json;
 use std::sync::Arc;
@@ -65,6 +66,7 @@ pub struct Exchange {
     cache_status: CacheStatus,
     auth_error: Option<AuthError>,
     auth_latency_ms: Option<f64>,
+    route: Option<(String, Destination)>,
 }
 
 impl Exchange {
@@ -83,7 +85,18 @@ impl Exchange {
             cache_status: CacheStatus::None,
             auth_error: None,
             auth_latency_ms: None,
+            route: None,
         }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// Records the routing decision.
+    pub fn set_route(&mut self, name: String, destination: Destination) {
+        self.route = Some((name, destination));
     }
 
     /// Records the verdict that decides this request.
@@ -189,6 +202,10 @@ impl Exchange {
             "request": {"method": self.method, "uri": self.uri},
             "response": {"status": self.status, "size": self.response_bytes},
             "account": self.account().map(|a| json!({"id": a.id})),
+            "route": self.route.as_ref().map(|(name, d)| match d {
+                Destination::Target(t) => json!({"name": name, "target": t.to_string()}),
+                Destination::Upstream(u) => json!({"name": name, "upstream": u}),
+            }),
             "auth": {"cache": self.cache_status.as_str(), "latency_ms": self.auth_latency_ms.unwrap_or(0.0)},
             "latencies": {"request": now_ms.saturating_sub(self.started_at_ms)},
         })

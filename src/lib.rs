@@ -32,7 +32,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 mod ffi {
     use crate::auth::AuthError;
     use crate::cache::CacheKey;
-    use crate::config::{self, ConfigError};
+    use crate::config::{self, ConfigError, Destination};
     use crate::exchange::Exchange;
     use crate::http1::{Progress, ResponseParser};
     use crate::plugin::{Plugin, Step};
@@ -235,6 +235,32 @@ mod ffi {
                     None => Ok(LuaMultiValue::new()),
                 }
             });
+            // ctx:route(path, version_header|nil) -> nil | name, host_or_upstream, port|nil, path|nil
+            methods.add_method_mut(
+                "route",
+                |lua, this, (path, version): (LuaString, Option<LuaString>)| {
+                    let path = path.to_str()?;
+                    let version = version.as_ref().map(|v| v.to_str()).transpose()?;
+                    let Some(a) = this.plugin.route(&mut this.ex, &path, version.as_deref()) else {
+                        return Ok(LuaMultiValue::new());
+                    };
+                    let (dest, port) = match &a.destination {
+                        Destination::Target(t) => {
+                            (t.host.as_str(), LuaValue::Integer(i64::from(t.port)))
+                        }
+                        Destination::Upstream(u) => (u.as_str(), LuaValue::Nil),
+                    };
+                    let mut out = LuaMultiValue::with_capacity(4);
+                    out.push_back(LuaValue::String(lua.create_string(&a.name)?));
+                    out.push_back(LuaValue::String(lua.create_string(dest)?));
+                    out.push_back(port);
+                    out.push_back(match &a.path {
+                        Some(p) => LuaValue::String(lua.create_string(p)?),
+                        None => LuaValue::Nil,
+                    });
+                    Ok(out)
+                },
+            );
             // ctx:denial() -> status, www_authenticate|nil
             methods.add_method("denial", |_, this, ()| match this.ex.denial() {
                 Some(d) => Ok((d.status, d.www_authenticate.clone())),

@@ -14,9 +14,10 @@
 
 use crate::auth::{self, AuthError};
 use crate::cache::{Cache, CacheKey, Entry, KeyDeriver, Verdict};
-use crate::config::{AuthMethod, Config};
+use crate::config::{AuthMethod, Config, Destination};
 use crate::exchange::{CacheStatus, Exchange, HeaderValues};
 use crate::http1::{self, Response};
+use crate::routing::{self, Router};
 use crate::stats;
 use std::cell::RefCell;
 
@@ -47,11 +48,23 @@ pub struct SharedWrite {
     pub ttl: f64,
 }
 
+/// A routing decision to apply: owned, so it can outlive the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAction {
+    /// The matched route's name.
+    pub name: String,
+    /// Where the request goes.
+    pub destination: Destination,
+    /// The upstream path when the route strips its prefix.
+    pub path: Option<String>,
+}
+
 /// One compiled config and its caches.
 #[derive(Debug)]
 pub struct Plugin {
     /// The compiled config.
     pub config: Config,
+    router: Router,
     keys: KeyDeriver,
     scope: Vec<u8>,
     cache: RefCell<Cache>,
@@ -81,6 +94,7 @@ impl Plugin {
     pub fn new(config: Config, secret: &[u8]) -> Self {
         let cache = RefCell::new(Cache::new(config.auth.cache_size as usize));
         Plugin {
+            router: Router::new(&config),
             keys: KeyDeriver::new(secret),
             scope: scope(&config),
             cache,
@@ -89,13 +103,15 @@ impl Plugin {
     }
 
     /// The cache key for these credential and forwarded header values (in
-    /// config order, `None` when absent), or `None` when no credential is present.
+    /// config order, `None` when absent), or `None` when no credential is
+    /// present (absent or empty).
     pub fn cache_key(
         &self,
         creds: &[Option<&[u8]>],
         forwarded: &[Option<&[u8]>],
     ) -> Option<CacheKey> {
-        if creds.iter().all(Option::is_none) {
+        // An empty header carries no credential either.
+        if creds.iter().all(|v| v.is_none_or(<[u8]>::is_empty)) {
             return None;
         }
         let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * (creds.len() + forwarded.len()));
@@ -313,6 +329,40 @@ impl Plugin {
         }
     }
 
+    /// Routes an authenticated request: the first matching route for `path`
+    /// (without query) and the API-version header value, or `None` (keep the
+    /// default upstream). Records the decision on the exchange for the log.
+    pub fn route(
+        &self,
+        ex: &mut Exchange,
+        path: &str,
+        version_header: Option<&str>,
+    ) -> Option<RouteAction> {
+        if self.router.is_empty() {
+            return None;
+        }
+        let account = ex.account()?.clone();
+        let action = self
+            .router
+            .decide(&routing::Request {
+                method: ex.method(),
+                path,
+                api_version_header: version_header,
+                account: &account.object,
+                account_id: &account.id,
+            })
+            .map(|d| RouteAction {
+                name: d.name.to_string(),
+                destination: d.destination.clone(),
+                path: d.path.map(|p| p.into_owned()),
+            });
+        if let Some(a) = &action {
+            stats::ROUTED.incr();
+            ex.set_route(a.name.clone(), a.destination.clone());
+        }
+        action
+    }
+
     /// Forgets one cache key in L1.
     pub fn purge(&self, key: &CacheKey) {
         self.with_cache(|c| c.remove(key));
@@ -364,6 +414,16 @@ mod tests {
         let mut ex = Exchange::begin("GET", "/", 0);
         assert_eq!(
             p.lookup(&mut ex, vec![None], vec![Some(b"t".to_vec())], 0.0),
+            Step::NoCredential
+        );
+    }
+
+    #[test]
+    fn empty_credential_is_no_credential() {
+        let p = plugin();
+        let mut ex = Exchange::begin("GET", "/", 0);
+        assert_eq!(
+            p.lookup(&mut ex, vec![Some(Vec::new())], vec![None], 0.0),
             Step::NoCredential
         );
     }
@@ -471,6 +531,47 @@ mod tests {
         assert!(req.starts_with("GET /auth HTTP/1.1\r\n"), "{req}");
         assert!(req.contains("\r\nauthorization: Bearer a\r\n"), "{req}");
         assert!(!req.contains("x-tenant"), "{req}");
+    }
+
+    #[test]
+    fn authenticated_request_is_routed_and_recorded() {
+        let c = compile(json!({
+            "auth": {"url": "http://127.0.0.1:9/auth"},
+            "routes": [
+                {"name": "email", "paths": ["/send"], "target": "127.0.0.1:8002", "strip_prefix": true},
+                {"name": "pro", "account_match": {"/plan": ["pro"]}, "upstream": "pro-backend"}
+            ]
+        }))
+        .expect("valid");
+        let p = Plugin::new(c, b"test-secret");
+        let mut ex = miss(&p, "Bearer a", 0.0);
+        p.auth_response(
+            &mut ex,
+            Ok(&resp(200, r#"{"id": "a1", "plan": "pro"}"#)),
+            0.0,
+        );
+        let a = p.route(&mut ex, "/send/now", None).expect("email matches");
+        assert_eq!(a.name, "email");
+        assert_eq!(a.path.as_deref(), Some("/now"));
+        let a = p.route(&mut ex, "/other", None).expect("pro matches");
+        assert_eq!(a.destination, Destination::Upstream("pro-backend".into()));
+        let rec: serde_json::Value = serde_json::from_str(&ex.record("::1", 1)).expect("json");
+        assert_eq!(
+            rec["route"],
+            json!({"name": "pro", "upstream": "pro-backend"})
+        );
+    }
+
+    #[test]
+    fn unauthenticated_request_is_never_routed() {
+        let c = compile(json!({
+            "auth": {"url": "http://127.0.0.1:9/auth"},
+            "routes": [{"name": "any", "target": "127.0.0.1:1"}]
+        }))
+        .expect("valid");
+        let p = Plugin::new(c, b"test-secret");
+        let mut ex = miss(&p, "Bearer a", 0.0);
+        assert_eq!(p.route(&mut ex, "/", None), None);
     }
 
     #[test]

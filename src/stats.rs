@@ -81,8 +81,11 @@ pub static AUTH_ERRORS_LOCK_TIMEOUT: Counter = Counter::new("auth_errors_lock_ti
 /// Account header values dropped (CR/LF/NUL, too long, not a scalar).
 pub static HEADER_VALUES_DROPPED: Counter = Counter::new("header_values_dropped");
 
+/// Authenticated requests that matched a route.
+pub static ROUTED: Counter = Counter::new("routed");
+
 /// Every counter, in a stable order.
-pub static ALL: [&Counter; 21] = [
+pub static ALL: [&Counter; 22] = [
     &REQUESTS,
     &RESPONSES,
     &RESPONSE_BYTES,
@@ -104,6 +107,7 @@ pub static ALL: [&Counter; 21] = [
     &AUTH_ERRORS_INVALID,
     &AUTH_ERRORS_LOCK_TIMEOUT,
     &HEADER_VALUES_DROPPED,
+    &ROUTED,
 ];
 
 /// Counts an auth failure under its kind.

@@ -37,6 +37,7 @@ local SECRET_KEY  = "auth-router:secret"  -- shared dict key of the node's cache
 local PURGE_SEQ   = "auth-router:purge:seq"
 local PURGE_ENTRY = "auth-router:purge:"
 local LOCK_PREFIX = "lock:"
+local UNCACHEABLE_PREFIX = "nc:"
 local WAIT_MIN_S  = 0.001
 local WAIT_MAX_S  = 0.02
 
@@ -55,8 +56,6 @@ local args = {}
 local inflight = {}
 -- Dict names already reported missing (log once per worker).
 local missing_dict_logged = {}
--- Purges applied by this worker, per dict.
-local purge_seen = {}
 local node_secret
 
 
@@ -109,8 +108,11 @@ end
 local function make_plan(plugin)
   local c = plugin:config()
   local auth = c.auth
+  local dict = shared_dict(auth.shared_dict)
   local plan = {
-    dict         = shared_dict(auth.shared_dict),
+    dict         = dict,
+    -- a new plugin starts with an empty L1: earlier purges do not concern it
+    purge_seen   = dict and dict:get(PURGE_SEQ) or 0,
     vars         = {},
     strip        = {},
     hide         = {},
@@ -143,6 +145,10 @@ local function make_plan(plugin)
   end
   if c.route_header ~= ngx.null and c.route_header then
     plan.strip[#plan.strip + 1] = c.route_header
+    plan.route_header = c.route_header
+  end
+  if #c.routes > 0 then
+    plan.version_var = header_var(c.api_version.header)
   end
   if c.hide_credentials then
     plan.hide = auth.credential_headers
@@ -198,13 +204,13 @@ local function plan_for(plugin)
 end
 
 
--- Applies purges other workers recorded in the dict to this worker's L1.
-local function apply_purges(plugin, dict)
+-- Applies purges recorded in the dict (by any worker) to this plugin's L1.
+local function apply_purges(plugin, plan, dict)
   local seq = dict:get(PURGE_SEQ)
   if not seq then
     return
   end
-  local seen = purge_seen[dict] or 0
+  local seen = plan.purge_seen
   if seq == seen then
     return
   end
@@ -216,7 +222,32 @@ local function apply_purges(plugin, dict)
       plugin:purge_key(key)
     end
   end
-  purge_seen[dict] = seq
+  plan.purge_seen = seq
+end
+
+
+-- Verdicts that may not be cached are flagged briefly, so that waiters can
+-- tell "the call answered but nothing may be reused" from "the call failed".
+local uncacheable = {} -- per worker, when there is no shared dict
+
+local function mark_uncacheable(plan, key)
+  if plan.dict then
+    plan.dict:set(UNCACHEABLE_PREFIX .. key, true, plan.wait_s)
+  else
+    uncacheable[key] = ngx.now() + plan.wait_s
+  end
+end
+
+local function was_uncacheable(plan, key)
+  if plan.dict then
+    return plan.dict:get(UNCACHEABLE_PREFIX .. key) ~= nil
+  end
+  local until_ = uncacheable[key]
+  if until_ and until_ < ngx.now() then
+    uncacheable[key] = nil
+    return false
+  end
+  return until_ ~= nil
 end
 
 
@@ -238,6 +269,10 @@ local function call_auth(plan, exchange)
     if not ok then
       ngx.log(ngx.WARN, "[auth-router] cannot store auth verdict in shared dict: ", err)
     end
+  elseif not value and (step == "allow" or step == "deny") then
+    -- A verdict the auth service forbade caching (no-store, ttl 0, exp
+    -- passed): requests waiting on this call must ask for themselves.
+    mark_uncacheable(plan, exchange:pending_key())
   end
   return step
 end
@@ -252,6 +287,10 @@ local function wait_for_flight(plan, exchange, in_flight)
   while ngx.now() < deadline do
     ngx.sleep(delay)
     delay = min(delay * 2, WAIT_MAX_S)
+    -- Read the lock before looking for the answer: the caller stores the
+    -- answer before it releases the lock, so "released" then "no answer"
+    -- really means the call produced nothing reusable.
+    local flying = in_flight()
     local step = exchange:recheck(ngx.now())
     if step ~= "miss" then
       return step
@@ -265,9 +304,12 @@ local function wait_for_flight(plan, exchange, in_flight)
         end
       end
     end
-    if not in_flight() then
-      -- The other call ended without a cacheable verdict (it failed): do not
-      -- retry it N times over; serve stale or fail like it did.
+    if not flying then
+      if was_uncacheable(plan, key) then
+        -- It answered, but its answer may not be reused: ask ourselves.
+        return call_auth(plan, exchange)
+      end
+      -- It failed: do not retry it N times over; serve stale or fail like it did.
       return exchange:fail("flight_failed", ngx.now())
     end
   end
@@ -335,7 +377,7 @@ local function authenticate(plugin, ctx)
     req.clear_header(plan.strip[i])
   end
   if plan.dict then
-    apply_purges(plugin, plan.dict)
+    apply_purges(plugin, plan, plan.dict)
   end
 
   local var = ngx.var
@@ -360,6 +402,16 @@ local function authenticate(plugin, ctx)
     set_request_headers(exchange:upstream_headers())
     for i = 1, #plan.hide do
       req.clear_header(plan.hide[i])
+    end
+    if plan.version_var then
+      local name, host, port, path = exchange:route(var.uri, var[plan.version_var])
+      if name then
+        -- The adapter applies it: Kong's service API or nginx's target.
+        ctx.route = { name = name, host = host, port = port, path = path }
+        if plan.route_header then
+          req.set_header(plan.route_header, name)
+        end
+      end
     end
     return nil
   end
@@ -481,7 +533,9 @@ function _M.purge(plugin, values)
     return nil, "cannot record purge: " .. tostring(err)
   end
   dict:set(PURGE_ENTRY .. seq, key, 3600)
-  purge_seen[dict] = seq
+  -- plan.purge_seen is not advanced here: other workers may have recorded
+  -- purges this one has not applied yet; the next request applies them all
+  -- (ours again too, which is harmless).
   if key == "*" then
     -- Entries written by any worker are gone too. flush_all would also drop
     -- the secret and locks; the shared entries are keyed by 32 hex digits.
@@ -492,6 +546,15 @@ function _M.purge(plugin, values)
     end
   end
   return true
+end
+
+
+--- route(ctx) -> nil | { name, host, port, path }
+-- After access() let the request through: the matched route, if any.
+-- `port` is nil when `host` names a Kong upstream; `path` is set when the
+-- route strips its prefix. Context: after access.
+function _M.route(ctx)
+  return ctx.route
 end
 
 

@@ -8,15 +8,21 @@
 --   log_by_lua_block           { require("auth_router.openresty").log() }
 
 local core  = require "auth_router"
-local cjson = require "cjson.safe"
+local cjson    = require "cjson.safe"
+local balancer = require "ngx.balancer"
 
 local ngx    = ngx
-local type   = type
-local pairs  = pairs
+local type     = type
+local pairs    = pairs
+local ipairs   = ipairs
+local pcall    = pcall
+local tostring = tostring
+local tonumber = tonumber
 local error  = error
 local encode = cjson.encode
 
-local CTX_KEY = "auth_router"
+local CTX_KEY    = "auth_router"
+local TARGET_VAR = "auth_router_target"
 
 local _M = {
   VERSION = core.VERSION,
@@ -76,8 +82,23 @@ function _M.init(config)
   if not compiled then
     error(err, 2)
   end
+  -- Kong Upstreams do not exist here: a route must name a host:port target.
+  for i, route in ipairs(compiled:config().routes) do
+    if type(route.upstream) == "string" then
+      error("invalid auth-router config: routes[" .. i .. "].upstream: Kong upstreams are not "
+            .. "available in plain OpenResty, use target (host:port)", 2)
+    end
+  end
   plugin = compiled
   return true
+end
+
+
+local function host_port(host, port)
+  if host:find(":", 1, true) then
+    return "[" .. host .. "]:" .. port
+  end
+  return host .. ":" .. port
 end
 
 
@@ -87,9 +108,44 @@ function _M.access()
     ngx.log(ngx.ERR, "[auth-router] access() called before init()")
     return respond(500, { message = "An unexpected error occurred" })
   end
-  local status, body, headers = core.access(plugin, request_ctx())
+  local ctx = request_ctx()
+  local status, body, headers = core.access(plugin, ctx)
   if status then
     return respond(status, body, headers)
+  end
+  local route = core.route(ctx)
+  if route then
+    -- The variable form (proxy_pass http://$auth_router_target) reads this;
+    -- the balancer form reads ctx.route and may not declare the variable.
+    pcall(function() ngx.var[TARGET_VAR] = host_port(route.host, route.port) end)
+    if route.path then
+      ngx.req.set_uri(route.path)
+    end
+  end
+end
+
+
+--- Context: balancer_by_lua*. Sends the request to the matched route's
+-- target, else to $auth_router_target. Targets must be IP addresses here
+-- (no DNS in the balancer phase).
+function _M.balancer()
+  local route = core.route(request_ctx())
+  local host, port
+  if route then
+    host, port = route.host, route.port
+  else
+    local default = ngx.var[TARGET_VAR]
+    if not default then
+      ngx.log(ngx.ERR, "[auth-router] no route matched and $", TARGET_VAR, " is not set")
+      return ngx.exit(500)
+    end
+    host, port = default:match("^%[?(.-)%]?:(%d+)$")
+    port = tonumber(port)
+  end
+  local ok, err = balancer.set_current_peer(host, port)
+  if not ok then
+    ngx.log(ngx.ERR, "[auth-router] cannot set upstream peer ", tostring(host), ":", tostring(port), ": ", err)
+    return ngx.exit(500)
   end
 end
 

@@ -646,6 +646,11 @@ describe("auth-router handler.lua", function()
         calls[#calls + 1] = "identity"
         return "acc_1", "hit"
       end,
+      route = function(c)
+        assert.equal(ctx, c)
+        calls[#calls + 1] = "route"
+        return c.route
+      end,
       header_filter = function(c) assert.equal(ctx, c); calls[#calls + 1] = "header_filter" end,
       body_filter   = function(c) assert.equal(ctx, c); calls[#calls + 1] = "body_filter" end,
       log           = function(c) assert.equal(ctx, c); calls[#calls + 1] = "log" end,
@@ -654,6 +659,23 @@ describe("auth-router handler.lua", function()
     package.loaded["kong.plugins.auth-router.handler"] = nil
     rawset(_G, "kong", {
       ctx = { plugin = ctx, shared = {} },
+      service = {
+        set_target = function(host, port)
+          calls[#calls + 1] = "set_target " .. host .. ":" .. port
+          return true
+        end,
+        set_upstream = function(name)
+          calls[#calls + 1] = "set_upstream " .. name
+          if name ~= "known" then
+            return nil, "could not find an Upstream named '" .. name .. "'"
+          end
+          return true
+        end,
+        request = {
+          set_header = function(n, v) calls[#calls + 1] = "set_header " .. n .. ": " .. v end,
+          set_path = function(p) calls[#calls + 1] = "set_path " .. p end,
+        },
+      },
       client = {
         authenticate = function(consumer, credential)
           calls[#calls + 1] = "authenticate"
@@ -695,7 +717,7 @@ describe("auth-router handler.lua", function()
     handler:header_filter(conf)
     handler:body_filter(conf)
     handler:log(conf)
-    assert.same({ "plugin_for", "access", "identity", "authenticate",
+    assert.same({ "plugin_for", "access", "identity", "authenticate", "route",
                   "header_filter", "body_filter", "log" }, calls)
     assert.same({}, exits)
   end)
@@ -704,6 +726,26 @@ describe("auth-router handler.lua", function()
     assert.is_nil(handler:access(kong_conf({ auth = { url = AUTH_URL } })))
     assert.same({ consumer = nil, credential = { id = "acc_1" } }, authenticated)
     assert.same({ account_id = "acc_1", cache = "hit" }, _G.kong.ctx.shared.auth_router)
+  end)
+
+  it("applies a target route with its Host header and stripped path", function()
+    ctx.route = { name = "email", host = "10.0.0.5", port = 8080, path = "/now" }
+    finally(function() ctx.route = nil end)
+    assert.is_nil(handler:access(kong_conf({ auth = { url = AUTH_URL } })))
+    assert.same({ "plugin_for", "access", "identity", "authenticate", "route",
+                  "set_target 10.0.0.5:8080", "set_header Host: 10.0.0.5:8080",
+                  "set_path /now" }, calls)
+    assert.equal("email", _G.kong.ctx.shared.auth_router.route)
+  end)
+
+  it("answers 503 and logs why when a route names an unknown Upstream", function()
+    ctx.route = { name = "v2", host = "missing" }
+    finally(function() ctx.route = nil end)
+    handler:access(kong_conf({ auth = { url = AUTH_URL } }))
+    assert.equal("set_upstream missing", calls[#calls])
+    assert.matches("route 'v2' cannot be applied: could not find an Upstream named 'missing'",
+                   exits[1].log, 1, true)
+    assert.same({ status = 503, body = { message = "No upstream available for this route" } }, exits[2])
   end)
 
   it("asks for the compiled plugin with the same table for the same config", function()

@@ -18,6 +18,8 @@ local setmetatable = setmetatable
 
 local INTERNAL_ERROR_STATUS  = 500
 local INTERNAL_ERROR_MESSAGE = "An unexpected error occurred"
+local ROUTE_ERROR_STATUS     = 503
+local ROUTE_ERROR_MESSAGE    = "No upstream available for this route"
 
 
 local AuthRouterHandler = {
@@ -67,6 +69,31 @@ local function plugin_for(conf)
 end
 
 
+-- Sends the request where the matched route says. A decision that cannot be
+-- applied (an unknown Upstream) is a 5xx with the reason logged, never a
+-- silent fallback to the configured service.
+local function apply_route(route)
+  local ok, err
+  if route.port then
+    ok, err = kong.service.set_target(route.host, route.port)
+    if ok then
+      local default_port = route.port == 80 or route.port == 443
+      kong.service.request.set_header("Host", default_port and route.host
+                                              or route.host .. ":" .. route.port)
+    end
+  else
+    ok, err = kong.service.set_upstream(route.host)
+  end
+  if not ok then
+    kong.log.err("route '", route.name, "' cannot be applied: ", err)
+    return kong.response.exit(ROUTE_ERROR_STATUS, { message = ROUTE_ERROR_MESSAGE })
+  end
+  if route.path then
+    kong.service.request.set_path(route.path)
+  end
+end
+
+
 function AuthRouterHandler:access(conf)
   local plugin, err = plugin_for(conf)
   if not plugin then
@@ -84,8 +111,15 @@ function AuthRouterHandler:access(conf)
   -- the account id and cache status.
   local account_id, cache_status = core.identity(kong.ctx.plugin)
   kong.client.authenticate(nil, { id = account_id })
-  kong.ctx.shared.auth_router = { account_id = account_id, cache = cache_status }
-  -- Routing (its own issue) applies kong.service.set_upstream / set_target here.
+  local route = core.route(kong.ctx.plugin)
+  kong.ctx.shared.auth_router = {
+    account_id = account_id,
+    cache      = cache_status,
+    route      = route and route.name,
+  }
+  if route then
+    return apply_route(route)
+  end
 end
 
 

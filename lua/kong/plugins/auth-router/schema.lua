@@ -142,7 +142,8 @@ local AUTH = {
         "JSON pointer, relative to the account, to the account id; an answer without it is an invalid auth response.")
     },
     { exp_pointer = pointer("/exp",
-        "JSON pointer, relative to the account, to an optional expiry epoch past which the answer is never cached.")
+        "JSON pointer, into the whole auth response body (RFC 7662), to an optional expiry epoch "
+        .. "past which the answer is never cached.")
     },
     { ttl_s = {
         type = "number",
