@@ -467,13 +467,13 @@ fn flag_on(flags: Option<&Value>, name: &str) -> bool {
 
 /// The path with `prefix` (a prefix of it) removed, starting with `/`.
 fn strip<'a>(path: &'a str, prefix: &str) -> Cow<'a, str> {
-    let rest = path.get(prefix.len()..).unwrap_or("");
-    if rest.starts_with('/') {
-        Cow::Borrowed(rest)
-    } else if rest.is_empty() {
-        Cow::Borrowed("/")
-    } else {
-        Cow::Owned(format!("/{rest}"))
+    let cut = prefix.len();
+    match path.get(cut..) {
+        Some(rest) if rest.starts_with('/') => Cow::Borrowed(rest),
+        Some("") | None => Cow::Borrowed("/"),
+        // The prefix's own trailing '/' starts the rest: no allocation.
+        Some(rest) if prefix.ends_with('/') => Cow::Borrowed(path.get(cut - 1..).unwrap_or(rest)),
+        Some(rest) => Cow::Owned(format!("/{rest}")),
     }
 }
 
