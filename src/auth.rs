@@ -35,6 +35,10 @@ pub enum AuthError {
     /// Another request was fetching the same credential and did not finish in time.
     #[error("timed out waiting for a concurrent auth call")]
     LockTimeout,
+    /// Another request's auth call for the same credential failed; its
+    /// waiters share the outcome instead of retrying one by one.
+    #[error("a concurrent auth call for the same credential failed")]
+    FlightFailed,
 }
 
 /// An authenticated account and its precomputed header values.

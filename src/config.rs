@@ -305,9 +305,15 @@ fn read_config(f: &mut Fields<'_>) -> Option<Config> {
     let flags_pointer = f.with_default("flags_pointer", json!("/flags"), None, |v| {
         pointer(v).map(Some)
     });
-    let routes = f.records("routes", read_route);
-    let upstream_headers = f.records("upstream_headers", read_header_rule);
-    let response_headers = f.records("response_headers", read_header_rule);
+    // Each record also yields its raw name, so duplicates are reported even
+    // when a record has other errors.
+    let routes = f.records("routes", |r| (r.peek_str("name"), read_route(r)));
+    let upstream_headers = f.records("upstream_headers", |r| {
+        (r.peek_str("name"), read_header_rule(r))
+    });
+    let response_headers = f.records("response_headers", |r| {
+        (r.peek_str("name"), read_header_rule(r))
+    });
     let route_header = f.optional("route_header", header_name);
     let hide_credentials = f.with_default("hide_credentials", json!(false), false, boolean);
     let log = f
@@ -317,28 +323,33 @@ fn read_config(f: &mut Fields<'_>) -> Option<Config> {
     check_unique(
         f,
         "routes",
-        routes.iter().flatten().map(|r| r.name.as_str()),
+        routes.iter().filter_map(|(n, _)| n.clone()),
         "route name",
     );
     for (key, rules) in [
         ("upstream_headers", &upstream_headers),
         ("response_headers", &response_headers),
     ] {
-        check_unique(
-            f,
-            key,
-            rules.iter().flatten().map(|r| r.name.as_str()),
-            "header name",
-        );
+        // Header names are case-insensitive.
+        let names = rules
+            .iter()
+            .filter_map(|(n, _)| n.as_ref().map(|n| n.to_ascii_lowercase()));
+        check_unique(f, key, names, "header name");
     }
 
     Some(Config {
         auth: auth?,
         api_version: api_version?,
         flags_pointer: flags_pointer?,
-        routes: routes.into_iter().collect::<Option<_>>()?,
-        upstream_headers: upstream_headers.into_iter().collect::<Option<_>>()?,
-        response_headers: response_headers.into_iter().collect::<Option<_>>()?,
+        routes: routes.into_iter().map(|(_, r)| r).collect::<Option<_>>()?,
+        upstream_headers: upstream_headers
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect::<Option<_>>()?,
+        response_headers: response_headers
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect::<Option<_>>()?,
         route_header,
         hide_credentials,
         log: log?,
@@ -346,15 +357,10 @@ fn read_config(f: &mut Fields<'_>) -> Option<Config> {
     })
 }
 
-fn check_unique<'a>(
-    f: &mut Fields<'_>,
-    key: &str,
-    names: impl Iterator<Item = &'a str>,
-    what: &str,
-) {
+fn check_unique(f: &mut Fields<'_>, key: &str, names: impl Iterator<Item = String>, what: &str) {
     let mut seen = std::collections::HashSet::new();
     for name in names {
-        if !seen.insert(name) {
+        if !seen.insert(name.clone()) {
             f.error(key, format!("duplicate {what} '{name}'"));
         }
     }
@@ -994,6 +1000,22 @@ mod tests {
         assert_eq!(c.auth.timeout_ms, 250);
         assert!(c.auth.url.tls);
         assert_eq!(c.auth.url.port, 443);
+    }
+
+    #[test]
+    fn duplicate_names_are_reported_even_on_invalid_records() {
+        let mut c = minimal();
+        c["routes"] = json!([
+            {"name": "email", "target": "no-port"},
+            {"name": "email", "target": "a:1"}
+        ]);
+        assert_eq!(
+            errors(c),
+            vec![
+                "routes[1].target: expected host:port, got 'no-port'",
+                "routes: duplicate route name 'email'",
+            ]
+        );
     }
 
     #[test]

@@ -217,13 +217,14 @@ mod ffi {
                     Ok((step_name(step), value, ttl, problem))
                 },
             );
-            // ctx:fail(kind, now) -> step: a concurrent call failed or timed out
-            methods.add_method_mut("fail", |_, this, (_kind, now): (LuaString, f64)| {
-                Ok(step_name(this.plugin.fail(
-                    &mut this.ex,
-                    &AuthError::LockTimeout,
-                    now,
-                )))
+            // ctx:fail(kind, now) -> step: "lock_timeout" (gave up waiting for a
+            // concurrent call) or "flight_failed" (that call failed)
+            methods.add_method_mut("fail", |_, this, (kind, now): (LuaString, f64)| {
+                let err = match &*kind.as_bytes() {
+                    b"flight_failed" => AuthError::FlightFailed,
+                    _ => AuthError::LockTimeout,
+                };
+                Ok(step_name(this.plugin.fail(&mut this.ex, &err, now)))
             });
             // ctx:upstream_headers() -> name, value, ...
             methods.add_method("upstream_headers", |lua, this, ()| {

@@ -91,6 +91,15 @@ impl<'e> Fields<'e> {
         !matches!(self.input.get(key), None | Some(Value::Null))
     }
 
+    /// The string value of field `key`, without reading it (for checks that
+    /// span records, such as unique names, which must see invalid records too).
+    pub fn peek_str(&self, key: &str) -> Option<String> {
+        self.input
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
     /// Reads field `key`: its value, else `default`, checked by `check`.
     /// Absent with no default yields `None` (and `null` in the output), or an
     /// error when `required`.

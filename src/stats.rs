@@ -78,6 +78,8 @@ pub static AUTH_ERRORS_STATUS: Counter = Counter::new("auth_errors_status");
 pub static AUTH_ERRORS_INVALID: Counter = Counter::new("auth_errors_invalid");
 /// Requests that gave up waiting for a concurrent auth call.
 pub static AUTH_ERRORS_LOCK_TIMEOUT: Counter = Counter::new("auth_errors_lock_timeout");
+/// Requests whose concurrent auth call (made by another request) failed.
+pub static AUTH_ERRORS_FLIGHT_FAILED: Counter = Counter::new("auth_errors_flight_failed");
 /// Account header values dropped (CR/LF/NUL, too long, not a scalar).
 pub static HEADER_VALUES_DROPPED: Counter = Counter::new("header_values_dropped");
 
@@ -85,7 +87,7 @@ pub static HEADER_VALUES_DROPPED: Counter = Counter::new("header_values_dropped"
 pub static ROUTED: Counter = Counter::new("routed");
 
 /// Every counter, in a stable order.
-pub static ALL: [&Counter; 22] = [
+pub static ALL: [&Counter; 23] = [
     &REQUESTS,
     &RESPONSES,
     &RESPONSE_BYTES,
@@ -106,6 +108,7 @@ pub static ALL: [&Counter; 22] = [
     &AUTH_ERRORS_STATUS,
     &AUTH_ERRORS_INVALID,
     &AUTH_ERRORS_LOCK_TIMEOUT,
+    &AUTH_ERRORS_FLIGHT_FAILED,
     &HEADER_VALUES_DROPPED,
     &ROUTED,
 ];
@@ -118,6 +121,7 @@ pub fn count_auth_error(err: &crate::auth::AuthError) {
         E::Timeout => AUTH_ERRORS_TIMEOUT.incr(),
         E::Status(_) => AUTH_ERRORS_STATUS.incr(),
         E::LockTimeout => AUTH_ERRORS_LOCK_TIMEOUT.incr(),
+        E::FlightFailed => AUTH_ERRORS_FLIGHT_FAILED.incr(),
         E::BadResponse | E::InvalidJson | E::MissingAccount | E::MissingAccountId => {
             AUTH_ERRORS_INVALID.incr()
         }

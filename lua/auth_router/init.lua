@@ -349,6 +349,17 @@ local function fetch(plan, exchange)
   end
   if not won then
     ngx.log(ngx.WARN, "[auth-router] cannot take auth lock (", err, "): calling without single flight")
+  else
+    -- Another worker may have stored the answer and released the lock
+    -- between our read and our add: look once more before calling.
+    value = dict:get(key)
+    if value then
+      local step = exchange:load_shared(value, ngx.now())
+      if step ~= "miss" then
+        dict:delete(lock)
+        return step
+      end
+    end
   end
   local ok, step = pcall(call_auth, plan, exchange)
   if won then

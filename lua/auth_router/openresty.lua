@@ -21,6 +21,7 @@ local tonumber = tonumber
 local error  = error
 local encode = cjson.encode
 
+local BAD_PATH_MESSAGE = "Invalid request path"
 local CTX_KEY    = "auth_router"
 local TARGET_VAR = "auth_router_target"
 
@@ -119,7 +120,13 @@ function _M.access()
     -- the balancer form reads ctx.route and may not declare the variable.
     pcall(function() ngx.var[TARGET_VAR] = host_port(route.host, route.port) end)
     if route.path then
-      ngx.req.set_uri(route.path)
+      -- set_uri refuses control bytes that a client can send %-encoded
+      -- (/x%0Ay): that is the client's error, not ours.
+      local ok, err = pcall(ngx.req.set_uri, route.path)
+      if not ok then
+        ngx.log(ngx.INFO, "[auth-router] cannot rewrite path for route '", route.name, "': ", err)
+        return respond(400, { message = BAD_PATH_MESSAGE })
+      end
     end
   end
 end

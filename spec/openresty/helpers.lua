@@ -212,17 +212,30 @@ Instance.__index = Instance
 
 --- The whole error log, or the part written since `mark` (see log_mark).
 function Instance:error_log(mark)
-  local text = read_file(self.log_path) or ""
   if mark then
-    return text:sub(mark + 1)
+    -- read only the tail: a debug-level log grows by megabytes
+    local f = io.open(self.log_path, "rb")
+    if not f then
+      return ""
+    end
+    f:seek("set", mark)
+    local text = f:read("*a") or ""
+    f:close()
+    return text
   end
-  return text
+  return read_file(self.log_path) or ""
 end
 
 
 --- Current size of the error log, for error_log(mark).
 function Instance:log_mark()
-  return #(read_file(self.log_path) or "")
+  local f = io.open(self.log_path, "rb")
+  if not f then
+    return 0
+  end
+  local size = f:seek("end")
+  f:close()
+  return size or 0
 end
 
 
@@ -354,6 +367,19 @@ function Mocks:last_auth_request()
 end
 
 
+--- From now on the mock auth service answers `token` as if it were token
+-- `as` (see spec/fixtures/mocks.lua); `as` nil: `token` answers as itself.
+-- Calls still count under `token`.
+function Mocks:behave(token, as)
+  local url = self:url("auth", "/__behave?token=" .. helpers.escape_uri(token))
+  if as then
+    url = url .. "&as=" .. helpers.escape_uri(as)
+  end
+  local status, _, body = helpers.request("GET", url)
+  assert(status == 200, "mock /__behave answered " .. tostring(status) .. ": " .. tostring(body))
+end
+
+
 --- Zeroes the auth call counters.
 function Mocks:reset()
   local status = helpers.request("GET", self:url("auth", "/__reset"))
@@ -427,6 +453,36 @@ function Gateway:arm_panic()
 end
 
 
+--- /__stats of every worker: keeps opening fresh connections (the gateway
+-- should listen with reuseport so the kernel spreads them) until `self.workers`
+-- distinct worker pids answered, or `tries` requests (default 200) were made.
+-- Returns sum (counter -> total over the workers seen; worker_pid left out),
+-- by_pid (pid -> that worker's counters) and the number of workers seen.
+-- Only meaningful while no other traffic changes the counters.
+function Gateway:stats_all(tries)
+  local by_pid, seen = {}, 0
+  for _ = 1, tries or 200 do
+    local s = self:stats()
+    if not by_pid[s.worker_pid] then
+      seen = seen + 1
+    end
+    by_pid[s.worker_pid] = s
+    if seen >= (self.workers or 1) then
+      break
+    end
+  end
+  local sum = {}
+  for _, s in pairs(by_pid) do
+    for k, v in pairs(s) do
+      if k ~= "worker_pid" and type(v) == "number" then
+        sum[k] = (sum[k] or 0) + v
+      end
+    end
+  end
+  return sum, by_pid, seen
+end
+
+
 --- A plugin config table for `mocks`: auth pointing at the mock auth service,
 -- deep-merged with `overrides`.
 function helpers.config(mocks, overrides)
@@ -491,9 +547,11 @@ helpers.encode_json = encode_json
 --   http            extra snippet for the http block
 --   locations       extra snippet for the server block
 --   stats_location / fault_location   false to leave out /__stats, /__arm_panic
+--   listen_options  extra `listen` parameters, e.g. "reuseport" (default none)
 --   port            listen port (default: a free one)
 -- The object has gw_url, port, prefix, conf_path, config_path, log_path,
--- error_log([mark]), log_mark(), stats(), arm_panic(), master_pid(), stop().
+-- workers, error_log([mark]), log_mark(), stats(), stats_all(), arm_panic(),
+-- master_pid(), stop().
 function helpers.start(opts)
   local gw, err = helpers.try_start(opts)
   if not gw then
@@ -534,6 +592,7 @@ function helpers.try_start(opts)
       locations = opts.locations,
       stats_location = opts.stats_location,
       fault_location = opts.fault_location,
+      listen_options = opts.listen_options,
     })
     return conf, { ["conf/auth-router.json"] = config_text }
   end)
@@ -541,6 +600,7 @@ function helpers.try_start(opts)
     return nil, err, out, log
   end
   inst.gw_url = "http://127.0.0.1:" .. port
+  inst.workers = opts.workers or 1
   inst.config_path = inst.prefix .. "/conf/auth-router.json"
   return setmetatable(inst, Gateway)
 end
@@ -583,20 +643,21 @@ local function decode_chunked(raw)
 end
 
 
---- One HTTP/1.1 request on a fresh connection (Connection: close).
--- headers: name -> value (or array of values, sent as repeated headers).
--- Returns status, headers (lowercase names; a repeated header is an array),
--- body; or nil and an error message.
-function helpers.request(method, url, headers, body, timeout)
+local function split_url(url, level)
   local host, port, path = url:match("^http://([^:/]+):?(%d*)(.*)$")
   if not host then
-    error("helpers.request: only http://host[:port]/path URLs, got " .. tostring(url), 2)
+    error("helpers.request: only http://host[:port]/path URLs, got " .. tostring(url), level + 1)
   end
   port = tonumber(port) or 80
   if path == "" then
     path = "/"
   end
+  return host, port, path
+end
 
+
+-- The raw bytes of a request (Connection: close unless a header says otherwise).
+local function build_request(method, host, port, path, headers, body)
   local lines = { method .. " " .. path .. " HTTP/1.1" }
   local has = {}
   for name, value in pairs(headers or {}) do
@@ -618,27 +679,12 @@ function helpers.request(method, url, headers, body, timeout)
   if body and not has["content-length"] and not has["transfer-encoding"] then
     lines[#lines + 1] = "Content-Length: " .. #body
   end
-  local raw_request = table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")
+  return table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")
+end
 
-  local sock = socket.tcp()
-  sock:settimeout(timeout or HTTP_TIMEOUT)
-  local ok, err = sock:connect(host, port)
-  if not ok then
-    sock:close()
-    return nil, "connect to " .. host .. ":" .. port .. " failed: " .. tostring(err)
-  end
-  ok, err = sock:send(raw_request)
-  if not ok then
-    sock:close()
-    return nil, "send failed: " .. tostring(err)
-  end
-  local raw, rerr, partial = sock:receive("*a")
-  sock:close()
-  raw = raw or partial
-  if not raw or raw == "" then
-    return nil, "no response: " .. tostring(rerr)
-  end
 
+-- status, headers, body of a whole raw response, or nil, error message.
+local function parse_response(raw)
   local head_end = raw:find("\r\n\r\n", 1, true)
   if not head_end then
     return nil, "incomplete response head: " .. raw
@@ -679,6 +725,154 @@ function helpers.request(method, url, headers, body, timeout)
     end
   end
   return status, resp_headers, resp_body
+end
+
+
+--- One HTTP/1.1 request on a fresh connection (Connection: close).
+-- headers: name -> value (or array of values, sent as repeated headers).
+-- Returns status, headers (lowercase names; a repeated header is an array),
+-- body; or nil and an error message.
+function helpers.request(method, url, headers, body, timeout)
+  local host, port, path = split_url(url, 2)
+  local raw_request = build_request(method, host, port, path, headers, body)
+
+  local sock = socket.tcp()
+  sock:settimeout(timeout or HTTP_TIMEOUT)
+  local ok, err = sock:connect(host, port)
+  if not ok then
+    sock:close()
+    return nil, "connect to " .. host .. ":" .. port .. " failed: " .. tostring(err)
+  end
+  ok, err = sock:send(raw_request)
+  if not ok then
+    sock:close()
+    return nil, "send failed: " .. tostring(err)
+  end
+  local raw, rerr, partial = sock:receive("*a")
+  sock:close()
+  raw = raw or partial
+  if not raw or raw == "" then
+    return nil, "no response: " .. tostring(rerr)
+  end
+  return parse_response(raw)
+end
+
+
+--- Many requests at once: at most `concurrency` (default 50) connections
+-- open together, each request on its own fresh connection (so with a
+-- reuseport gateway they spread over the workers), driven by socket.select.
+-- `list` holds {method=, url=, headers=, body=} (method defaults to GET).
+-- Gives up on whatever is unfinished after `timeout` seconds (default 10).
+-- Returns an array in the order of `list`: {status=, headers=, body=} or
+-- {err=}; and the elapsed seconds.
+function helpers.request_many(list, concurrency, timeout)
+  concurrency = concurrency or 50
+  local started = socket.gettime()
+  local deadline = started + (timeout or 10)
+  local results = {}
+  local active = {}   -- sock -> state
+  local n_active = 0
+  local next_i = 1
+
+  local function finish(sock, st, err)
+    sock:close()
+    active[sock] = nil
+    n_active = n_active - 1
+    if err then
+      results[st.i] = { err = err }
+      return
+    end
+    local raw = table.concat(st.chunks)
+    local status, headers, body = parse_response(raw)
+    if status then
+      results[st.i] = { status = status, headers = headers, body = body }
+    else
+      results[st.i] = { err = headers }
+    end
+  end
+
+  local function open(i)
+    local r = list[i]
+    local host, port, path = split_url(r.url, 3)
+    local sock = socket.tcp()
+    sock:settimeout(0)
+    local ok, err = sock:connect(host, port)
+    if not ok and err ~= "timeout" and err ~= "Operation already in progress" then
+      sock:close()
+      results[i] = { err = "connect failed: " .. tostring(err) }
+      return
+    end
+    active[sock] = {
+      i = i,
+      data = build_request(r.method or "GET", host, port, path, r.headers, r.body),
+      sent = 0,
+      chunks = {},
+      sending = true,
+    }
+    n_active = n_active + 1
+  end
+
+  while true do
+    while n_active < concurrency and next_i <= #list do
+      open(next_i)
+      next_i = next_i + 1
+    end
+    if n_active == 0 then
+      break
+    end
+    local now = socket.gettime()
+    if now > deadline then
+      for sock, st in pairs(active) do
+        finish(sock, st, "timed out")
+      end
+      break
+    end
+    local rset, wset = {}, {}
+    for sock, st in pairs(active) do
+      if st.sending then
+        wset[#wset + 1] = sock
+      else
+        rset[#rset + 1] = sock
+      end
+    end
+    local readable, writable = socket.select(rset, wset, math.min(0.1, deadline - now))
+    for _, sock in ipairs(writable) do
+      local st = active[sock]
+      if st then
+        local last, err, partial_last = sock:send(st.data, st.sent + 1)
+        if last then
+          st.sent = last
+        elseif err == "timeout" then
+          st.sent = partial_last or st.sent
+        else
+          finish(sock, st, "send failed: " .. tostring(err))
+        end
+        if active[sock] and st.sent >= #st.data then
+          st.sending = false
+        end
+      end
+    end
+    for _, sock in ipairs(readable) do
+      local st = active[sock]
+      if st then
+        local data, err, partial = sock:receive(65536)
+        local got = data or partial
+        if got and got ~= "" then
+          st.chunks[#st.chunks + 1] = got
+        end
+        if err == "closed" then
+          if #st.chunks == 0 then
+            finish(sock, st, "no response: closed")
+          else
+            finish(sock, st)
+          end
+        elseif err and err ~= "timeout" then
+          finish(sock, st, "receive failed: " .. tostring(err))
+        end
+      end
+    end
+  end
+  return results, socket.gettime() - started
 end
 
 

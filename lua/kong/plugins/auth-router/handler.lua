@@ -11,6 +11,7 @@ local schema = require "kong.plugins.auth-router.schema"
 
 
 local kong         = kong
+local pcall        = pcall
 local next         = next
 local ipairs       = ipairs
 local setmetatable = setmetatable
@@ -20,6 +21,7 @@ local INTERNAL_ERROR_STATUS  = 500
 local INTERNAL_ERROR_MESSAGE = "An unexpected error occurred"
 local ROUTE_ERROR_STATUS     = 503
 local ROUTE_ERROR_MESSAGE    = "No upstream available for this route"
+local BAD_PATH_MESSAGE       = "Invalid request path"
 
 
 local AuthRouterHandler = {
@@ -89,7 +91,12 @@ local function apply_route(route)
     return kong.response.exit(ROUTE_ERROR_STATUS, { message = ROUTE_ERROR_MESSAGE })
   end
   if route.path then
-    kong.service.request.set_path(route.path)
+    -- a decoded client path may hold bytes a request line cannot carry
+    ok, err = pcall(kong.service.request.set_path, route.path)
+    if not ok then
+      kong.log.info("route '", route.name, "' cannot rewrite the path: ", err)
+      return kong.response.exit(400, { message = BAD_PATH_MESSAGE })
+    end
   end
 end
 
