@@ -5,6 +5,7 @@
 //! native state, without per-request Lua tables.
 
 use crate::auth::{Account, AuthError, Denial};
+use crate::body::Capture;
 use crate::cache::{CacheKey, Verdict};
 use crate::config::Destination;
 use crate::stats;
@@ -54,7 +55,7 @@ struct Pending {
 }
 
 /// One request/response passing through the plugin.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Exchange {
     started_at_ms: u64,
     method: String,
@@ -67,6 +68,8 @@ pub struct Exchange {
     auth_error: Option<AuthError>,
     auth_latency_ms: Option<f64>,
     route: Option<(String, Destination)>,
+    request_capture: Option<Capture>,
+    response_capture: Option<Capture>,
 }
 
 impl Exchange {
@@ -86,12 +89,19 @@ impl Exchange {
             auth_error: None,
             auth_latency_ms: None,
             route: None,
+            request_capture: None,
+            response_capture: None,
         }
     }
 
     /// The request method.
     pub fn method(&self) -> &str {
         &self.method
+    }
+
+    /// The request URI as the client sent it.
+    pub fn uri(&self) -> &str {
+        &self.uri
     }
 
     /// Records the routing decision.
@@ -182,10 +192,62 @@ impl Exchange {
         self.status = Some(status);
     }
 
-    /// body_filter: a response chunk of `len` bytes went by.
-    pub fn body_chunk(&mut self, len: usize) {
-        stats::RESPONSE_BYTES.add(len as u64);
-        self.response_bytes += len as u64;
+    /// body_filter: a response chunk went by; copied (bounded) when the
+    /// response body is logged.
+    pub fn body_chunk(&mut self, chunk: &[u8]) {
+        stats::RESPONSE_BYTES.add(chunk.len() as u64);
+        self.response_bytes += chunk.len() as u64;
+        if let Some(c) = &mut self.response_capture {
+            c.push(chunk);
+        }
+    }
+
+    /// Sets the body captures (when the log records bodies).
+    pub fn set_captures(&mut self, request: Option<Capture>, response: Option<Capture>) {
+        self.request_capture = request;
+        self.response_capture = response;
+    }
+
+    /// access: the request body (at most what the capture keeps) and its full size.
+    pub fn request_body(&mut self, data: &[u8], size: u64) {
+        if let Some(c) = &mut self.request_capture {
+            c.push(data);
+            c.set_size(size.max(data.len() as u64));
+        }
+    }
+
+    /// The request body capture, if bodies are logged.
+    pub fn request_capture(&self) -> Option<&Capture> {
+        self.request_capture.as_ref()
+    }
+
+    /// The response body capture, if bodies are logged.
+    pub fn response_capture(&self) -> Option<&Capture> {
+        self.response_capture.as_ref()
+    }
+
+    /// Request start, epoch milliseconds.
+    pub fn started_at_ms(&self) -> u64 {
+        self.started_at_ms
+    }
+
+    /// The response status, once header_filter ran.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// How long the auth call took, milliseconds (0 without one).
+    pub fn auth_latency_ms(&self) -> f64 {
+        self.auth_latency_ms.unwrap_or(0.0)
+    }
+
+    /// The matched route: name, `host:port` target, Kong upstream.
+    pub fn route_parts(&self) -> (Option<&str>, Option<String>, Option<&str>) {
+        match &self.route {
+            Some((name, Destination::Target(t))) => (Some(name), Some(t.to_string()), None),
+            Some((name, Destination::Upstream(u))) => (Some(name), None, Some(u)),
+            None => (None, None, None),
+        }
     }
 
     /// log: the exchange is over.
@@ -222,8 +284,8 @@ mod tests {
     fn record_reflects_every_phase() {
         let mut x = Exchange::begin("POST", "/send?x=1", 1_000);
         x.response(201);
-        x.body_chunk(10);
-        x.body_chunk(5);
+        x.body_chunk(&[0; 10]);
+        x.body_chunk(&[0; 5]);
         let rec: Value = serde_json::from_str(&x.record("203.0.113.9", 1_012)).expect("json");
         assert_eq!(rec["request"]["method"], "POST");
         assert_eq!(rec["request"]["uri"], "/send?x=1");

@@ -15,12 +15,17 @@
 )]
 
 pub mod auth;
+pub mod body;
 pub mod cache;
 pub mod config;
 pub mod exchange;
 pub mod fault;
 pub mod http1;
+pub mod logrec;
 pub mod plugin;
+pub mod queue;
+pub mod recorder;
+pub mod redact;
 pub mod routing;
 pub mod schema;
 pub mod stats;
@@ -32,10 +37,11 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 mod ffi {
     use crate::auth::AuthError;
     use crate::cache::CacheKey;
-    use crate::config::{self, ConfigError, Destination};
+    use crate::config::{self, ConfigError, Destination, Sink};
     use crate::exchange::Exchange;
     use crate::http1::{Progress, ResponseParser};
     use crate::plugin::{Plugin, Step};
+    use crate::recorder::LogMeta;
     use crate::{fault, stats, VERSION};
     use mlua::prelude::*;
     use mlua::{UserData, UserDataMethods, Variadic};
@@ -87,8 +93,7 @@ mod ffi {
                     Variadic<Option<LuaString>>,
                 )| {
                     let p = &this.0;
-                    let mut ex =
-                        Exchange::begin(&method.to_str()?, &uri.to_str()?, start_ms as u64);
+                    let mut ex = p.begin(&method.to_str()?, &uri.to_str()?, start_ms as u64);
                     fault::maybe_panic_in_access();
                     let ncred = p.config.auth.credential_headers.len();
                     let mut values: Vec<Option<Vec<u8>>> = values.into_iter().map(bytes).collect();
@@ -137,6 +142,67 @@ mod ffi {
                     this.0.purge(&k);
                 }
                 Ok(())
+            });
+            // plugin:log_target() -> { host, port, tls, path } of the collector
+            methods.add_method("log_target", |lua, this, ()| {
+                let Some(log) = &this.0.config.log else {
+                    return Ok(LuaValue::Nil);
+                };
+                let t = lua.create_table()?;
+                match &log.sink {
+                    Sink::Tcp(hp) => {
+                        t.set("host", hp.host.as_str())?;
+                        t.set("port", hp.port)?;
+                        t.set("tls", log.tls)?;
+                    }
+                    Sink::Http(u) => {
+                        t.set("host", u.host.as_str())?;
+                        t.set("port", u.port)?;
+                        t.set("tls", u.tls)?;
+                        t.set("path", u.path.as_str())?;
+                    }
+                }
+                Ok(LuaValue::Table(t))
+            });
+            // plugin:log_take(now, draining) -> id, payload, count | nil
+            methods.add_method(
+                "log_take",
+                |lua, this, (now, draining): (f64, Option<bool>)| {
+                    let taken = this
+                        .0
+                        .recorder
+                        .as_ref()
+                        .and_then(|r| r.take(now, draining.unwrap_or(false)));
+                    let mut out = LuaMultiValue::new();
+                    if let Some((id, wire, n)) = taken {
+                        out.push_back(LuaValue::Number(id as f64));
+                        out.push_back(LuaValue::String(lua.create_string(&wire)?));
+                        out.push_back(LuaValue::Integer(n as i64));
+                    }
+                    Ok(out)
+                },
+            );
+            // plugin:log_ack(id)
+            methods.add_method("log_ack", |_, this, id: f64| {
+                if let Some(r) = &this.0.recorder {
+                    r.ack(id as u64);
+                }
+                Ok(())
+            });
+            // plugin:log_fail(id, now)
+            methods.add_method("log_fail", |_, this, (id, now): (f64, f64)| {
+                if let Some(r) = &this.0.recorder {
+                    r.fail(id as u64, now);
+                }
+                Ok(())
+            });
+            // plugin:log_next_at() -> time | nil (the batch in front is backing off)
+            methods.add_method("log_next_at", |_, this, ()| {
+                Ok(this.0.recorder.as_ref().and_then(|r| r.next_attempt_at()))
+            });
+            // plugin:log_pending() -> records waiting
+            methods.add_method("log_pending", |_, this, ()| {
+                Ok(this.0.recorder.as_ref().map_or(0, |r| r.pending()))
             });
             // plugin:purge_all()
             methods.add_method("purge_all", |_, this, ()| {
@@ -286,10 +352,57 @@ mod ffi {
             // ctx:body_chunk(chunk_or_nil)
             methods.add_method_mut("body_chunk", |_, this, chunk: Option<LuaString>| {
                 if let Some(chunk) = chunk {
-                    this.ex.body_chunk(chunk.as_bytes().len());
+                    this.ex.body_chunk(&chunk.as_bytes());
                 }
                 Ok(())
             });
+            // ctx:request_body(data, size): the captured request body and its full size
+            methods.add_method_mut("request_body", |_, this, (data, size): (LuaString, f64)| {
+                this.ex.request_body(&data.as_bytes(), size.max(0.0) as u64);
+                Ok(())
+            });
+            // ctx:finish_logged(now_ms, client_ip, request_id, req_headers, resp_headers,
+            //                   request_size, response_size, proxy_ms): closes the
+            // exchange and queues its record
+            methods.add_method(
+                "finish_logged",
+                |_,
+                 this,
+                 (now_ms, client_ip, request_id, req_h, resp_h, req_size, resp_size, proxy_ms): (
+                    f64,
+                    LuaString,
+                    Option<LuaString>,
+                    LuaTable,
+                    LuaTable,
+                    f64,
+                    f64,
+                    Option<f64>,
+                )| {
+                    this.ex.finish();
+                    let Some(rec) = &this.plugin.recorder else {
+                        return Ok(());
+                    };
+                    let client_ip = client_ip.to_str()?;
+                    let request_id = request_id.as_ref().map(|r| r.to_str()).transpose()?;
+                    let meta = LogMeta {
+                        now_ms: now_ms.max(0.0) as u64,
+                        client_ip: &client_ip,
+                        request_id: request_id.as_deref(),
+                        method: this.ex.method(),
+                        uri: this.ex.uri(),
+                        request_headers: header_list(req_h)?,
+                        response_headers: header_list(resp_h)?,
+                        request_size: req_size.max(0.0) as u64,
+                        response_size: resp_size.max(0.0) as u64,
+                        proxy_ms,
+                    };
+                    if let Err(e) = rec.record(&this.ex, &meta) {
+                        stats::LOG_FAILED.incr();
+                        return Err(LuaError::external(e));
+                    }
+                    Ok(())
+                },
+            );
             // ctx:finish(now_ms): the log phase closes the exchange.
             methods.add_method("finish", |_, this, _now_ms: f64| {
                 this.ex.finish();
@@ -314,11 +427,35 @@ mod ffi {
                 let p = this.0.eof().map_err(LuaError::external)?;
                 Ok(matches!(p, Progress::Complete))
             });
+            // parser:status() -> the response status (0 before the head is read)
+            methods.add_method("status", |_, this, ()| {
+                Ok(this.0.response().map_or(0, |r| r.status))
+            });
             // parser:keepalive() -> whether the connection may be reused
             methods.add_method("keepalive", |_, this, ()| {
                 Ok(this.0.response().is_some_and(|r| r.keepalive))
             });
         }
+    }
+
+    /// A Lua header table (`ngx.req.get_headers()`: name -> value, or an
+    /// array of values for a repeated header) as lowercase (name, value) pairs.
+    fn header_list(t: LuaTable) -> LuaResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for pair in t.pairs::<LuaString, LuaValue>() {
+            let (name, value) = pair?;
+            let name = name.to_string_lossy().to_ascii_lowercase();
+            match value {
+                LuaValue::String(v) => out.push((name, v.to_string_lossy())),
+                LuaValue::Table(vs) => {
+                    for v in vs.sequence_values::<LuaString>() {
+                        out.push((name.clone(), v?.to_string_lossy()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Reads a config given as a Lua table or a JSON string.

@@ -17,6 +17,7 @@ use crate::cache::{Cache, CacheKey, Entry, KeyDeriver, Verdict};
 use crate::config::{AuthMethod, Config, Destination};
 use crate::exchange::{CacheStatus, Exchange, HeaderValues};
 use crate::http1::{self, Response};
+use crate::recorder::Recorder;
 use crate::routing::{self, Router};
 use crate::stats;
 use std::cell::RefCell;
@@ -65,6 +66,8 @@ pub struct Plugin {
     /// The compiled config.
     pub config: Config,
     router: Router,
+    /// The log pipeline, when `log.enabled`.
+    pub recorder: Option<Recorder>,
     keys: KeyDeriver,
     scope: Vec<u8>,
     cache: RefCell<Cache>,
@@ -95,11 +98,23 @@ impl Plugin {
         let cache = RefCell::new(Cache::new(config.auth.cache_size as usize));
         Plugin {
             router: Router::new(&config),
+            recorder: config.log.as_ref().map(Recorder::new),
             keys: KeyDeriver::new(secret),
             scope: scope(&config),
             cache,
             config,
         }
+    }
+
+    /// Starts the exchange of a request entering access, with body captures
+    /// when the log records bodies.
+    pub fn begin(&self, method: &str, uri: &str, start_ms: u64) -> Exchange {
+        let mut ex = Exchange::begin(method, uri, start_ms);
+        if let Some(r) = &self.recorder {
+            let (request, response) = r.captures();
+            ex.set_captures(request, response);
+        }
+        ex
     }
 
     /// The cache key for these credential and forwarded header values (in

@@ -31,6 +31,11 @@ impl Counter {
         self.value.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Subtracts `n` (for gauges such as queued bytes).
+    pub fn sub(&self, n: u64) {
+        self.value.fetch_sub(n, Ordering::Relaxed);
+    }
+
     /// The current value.
     pub fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
@@ -83,11 +88,24 @@ pub static AUTH_ERRORS_FLIGHT_FAILED: Counter = Counter::new("auth_errors_flight
 /// Account header values dropped (CR/LF/NUL, too long, not a scalar).
 pub static HEADER_VALUES_DROPPED: Counter = Counter::new("header_values_dropped");
 
+/// Log records queued (every record built, including ones dropped at once).
+pub static LOG_QUEUED: Counter = Counter::new("log_queued");
+/// Log records delivered to the collector.
+pub static LOG_SENT: Counter = Counter::new("log_sent");
+/// Failed deliveries of a batch (each retried later, or dropped).
+pub static LOG_RETRIED: Counter = Counter::new("log_retried");
+/// Log records dropped: queue full, record too large, or retry window over.
+pub static LOG_DROPPED: Counter = Counter::new("log_dropped");
+/// Bytes of log records queued in this worker now (a gauge).
+pub static LOG_QUEUE_BYTES: Counter = Counter::new("log_queue_bytes");
+/// Log records that could not be built (internal error).
+pub static LOG_FAILED: Counter = Counter::new("log_failed");
+
 /// Authenticated requests that matched a route.
 pub static ROUTED: Counter = Counter::new("routed");
 
 /// Every counter, in a stable order.
-pub static ALL: [&Counter; 23] = [
+pub static ALL: [&Counter; 29] = [
     &REQUESTS,
     &RESPONSES,
     &RESPONSE_BYTES,
@@ -111,6 +129,12 @@ pub static ALL: [&Counter; 23] = [
     &AUTH_ERRORS_FLIGHT_FAILED,
     &HEADER_VALUES_DROPPED,
     &ROUTED,
+    &LOG_QUEUED,
+    &LOG_SENT,
+    &LOG_RETRIED,
+    &LOG_DROPPED,
+    &LOG_QUEUE_BYTES,
+    &LOG_FAILED,
 ];
 
 /// Counts an auth failure under its kind.

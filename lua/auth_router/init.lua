@@ -11,6 +11,7 @@
 local native = require "auth_router.native"
 local config = require "auth_router.config"
 local http1  = require "auth_router.http1"
+local sink   = require "auth_router.sink"
 
 -- Loadable without nginx (no ngx.* read at load time), so Kong's schema
 -- validator and the unit specs can require this module anywhere.
@@ -18,6 +19,7 @@ local ngx          = ngx
 local pcall        = pcall
 local tostring     = tostring
 local select       = select
+local tonumber     = tonumber
 local type         = type
 local error        = error
 local ipairs       = ipairs
@@ -152,6 +154,30 @@ local function make_plan(plugin)
   end
   if c.hide_credentials then
     plan.hide = auth.credential_headers
+  end
+
+  local log = c.log
+  if log.enabled then
+    local t = plugin:log_target()
+    plan.log = {
+      request_body   = log.request_body,
+      max_body_bytes = log.max_body_bytes,
+      request_id_var = header_var(log.request_id_header),
+    }
+    plan.sink = {
+      kind         = log.sink,
+      host         = t.host,
+      port         = t.port,
+      tls          = log.tls,
+      ssl_verify   = true,
+      server_name  = t.host,
+      timeout_ms   = log.timeout_ms,
+      keepalive_ms = log.keepalive_ms,
+      pool_size    = 8,
+      pool         = "auth-router-log:" .. t.host .. ":" .. t.port .. (log.tls and ":tls" or ""),
+      addr         = t.host .. ":" .. t.port,
+      flush_s      = log.flush_interval_ms / 1000,
+    }
   end
   return plan
 end
@@ -381,6 +407,32 @@ local function set_request_headers(...)
 end
 
 
+-- Shows the request body to the native capture: from memory, or at most
+-- max_body_bytes read back from the temp file nginx spilled it to.
+-- Only authenticated requests get here: an anonymous client cannot make the
+-- gateway read its body early.
+local function capture_request_body(log_plan, exchange)
+  ngx.req.read_body()
+  local data = ngx.req.get_body_data()
+  local size = tonumber(ngx.var.content_length)
+  if not data then
+    local path = ngx.req.get_body_file()
+    if not path then
+      return
+    end
+    local f, err = io.open(path, "rb")
+    if not f then
+      ngx.log(ngx.WARN, "[auth-router] cannot read spilled request body: ", err)
+      return
+    end
+    data = f:read(log_plan.max_body_bytes) or ""
+    size = size or f:seek("end")
+    f:close()
+  end
+  exchange:request_body(data, size or #data)
+end
+
+
 local function authenticate(plugin, ctx)
   local plan = plan_for(plugin)
   local req = ngx.req
@@ -404,12 +456,16 @@ local function authenticate(plugin, ctx)
     args[i] = nil -- do not keep credentials alive in a module table
   end
   ctx.exchange = exchange
+  ctx.plugin = plugin
 
   if step == "miss" then
     step = fetch(plan, exchange)
   end
 
   if step == "allow" then
+    if plan.log and plan.log.request_body then
+      capture_request_body(plan.log, exchange)
+    end
     set_request_headers(exchange:upstream_headers())
     for i = 1, #plan.hide do
       req.clear_header(plan.hide[i])
@@ -465,6 +521,11 @@ local function set_response_headers(...)
 end
 
 
+local function respond_headers(exchange)
+  set_response_headers(exchange:response(ngx.status))
+end
+
+
 --- header_filter phase: records the status, adds the account's response
 -- headers. Never fails the response.
 function _M.header_filter(ctx)
@@ -472,9 +533,8 @@ function _M.header_filter(ctx)
   if not exchange then
     return
   end
-  local ok, err = pcall(function()
-    set_response_headers(exchange:response(ngx.status))
-  end)
+  -- No closure here: creating one per request keeps LuaJIT from compiling.
+  local ok, err = pcall(respond_headers, exchange)
   if not ok then
     internal_error("header_filter", err)
   end
@@ -502,7 +562,23 @@ function _M.log(ctx)
     return
   end
   ctx.exchange = nil
-  local ok, err = pcall(exchange.finish, exchange, ngx.now() * 1000)
+  local plugin = ctx.plugin
+  local plan = plugin and plans[plugin]
+  local ok, err
+  if plan and plan.log then
+    local var = ngx.var
+    -- upstream_response_time: "0.012" or "0.010, 0.004" after retries
+    local proxy_s = tonumber((var.upstream_response_time or ""):match("[%d.]+$") or "")
+    ok, err = pcall(exchange.finish_logged, exchange, ngx.now() * 1000, var.remote_addr,
+                    var[plan.log.request_id_var], ngx.req.get_headers(), ngx.resp.get_headers(),
+                    tonumber(var.request_length) or 0, tonumber(var.bytes_sent) or 0,
+                    proxy_s and proxy_s * 1000 or nil)
+    if ok then
+      sink.queued(plugin, plan.sink)
+    end
+  else
+    ok, err = pcall(exchange.finish, exchange, ngx.now() * 1000)
+  end
   if not ok then
     internal_error("log", err)
   end

@@ -1,0 +1,150 @@
+-- Log shipping: a per-worker timer drains the native queue of serialized
+-- records to the collector over cosockets. The request path only appends to
+-- the queue (in the log phase) and never waits on the collector.
+--
+-- The queue, batching, backoff and drop accounting live in Rust; this file
+-- only schedules and performs the I/O, as Kong's tcp-log and http-log do.
+
+local http1 = require "auth_router.http1"
+
+local ngx          = ngx
+local pcall        = pcall
+local tostring     = tostring
+local setmetatable = setmetatable
+local max          = math.max
+
+local MAX_COLLECTOR_RESPONSE_BYTES = 64 * 1024
+local IDLE_STOP_S = 60 -- an empty queue unused this long ends its chain
+
+local _M = {}
+
+-- Plugins with a running timer chain -> { last = time of the last record }.
+-- The chain holds its plugin; it ends once the queue is empty and no record
+-- came for IDLE_STOP_S, so a replaced config's plugin can be collected after
+-- its last records are out.
+local running = setmetatable({}, { __mode = "k" })
+
+
+local function log_failure(sink, err)
+  ngx.log(ngx.WARN, "[auth-router] log collector ", sink.addr, " failed: ", tostring(err))
+end
+
+
+-- One delivery attempt of `payload` (already framed: NDJSON for tcp, a full
+-- HTTP/1.1 request for http). Returns true or nil, err.
+local function deliver(sink, payload)
+  if sink.kind == "http" then
+    local parser, kind, detail = http1.request(sink, payload, MAX_COLLECTOR_RESPONSE_BYTES)
+    if not parser then
+      return nil, kind .. ": " .. tostring(detail)
+    end
+    local status = parser:status()
+    if status < 200 or status > 299 then
+      return nil, "status " .. status
+    end
+    return true
+  end
+
+  local sock = ngx.socket.tcp()
+  local t = sink.timeout_ms
+  sock:settimeouts(t, t, t)
+  local ok, err = sock:connect(sink.host, sink.port, { pool = sink.pool, pool_size = sink.pool_size })
+  if not ok then
+    sock:close()
+    return nil, "connect: " .. tostring(err)
+  end
+  if sink.tls and sock:getreusedtimes() == 0 then
+    ok, err = sock:sslhandshake(nil, sink.host, sink.ssl_verify)
+    if not ok then
+      sock:close()
+      return nil, "tls: " .. tostring(err)
+    end
+  end
+  ok, err = sock:send(payload)
+  if not ok then
+    sock:close()
+    return nil, "send: " .. tostring(err)
+  end
+  sock:setkeepalive(sink.keepalive_ms, sink.pool_size)
+  return true
+end
+
+
+-- Sends what is due. With `draining` (the worker is exiting) every batch is
+-- tried once, without backoff.
+local function flush(plugin, sink, draining)
+  while true do
+    local now = ngx.now()
+    local id, payload = plugin:log_take(now, draining)
+    if not id then
+      return
+    end
+    local ok, err = deliver(sink, payload)
+    ngx.update_time()
+    if ok then
+      plugin:log_ack(id)
+    else
+      log_failure(sink, err)
+      plugin:log_fail(id, ngx.now(), draining)
+      if not draining then
+        return -- the next attempt waits for its backoff
+      end
+    end
+  end
+end
+
+
+local tick
+
+-- Schedules the next run of the chain: after the flush interval, or later
+-- when the batch in front is backing off after a failed delivery.
+local function schedule(plugin, sink)
+  local delay = sink.flush_s
+  local next_at = plugin:log_next_at()
+  if next_at then
+    delay = max(delay, next_at - ngx.now())
+  end
+  local ok, err = ngx.timer.at(delay, tick, plugin, sink)
+  if not ok then
+    running[plugin] = nil
+    ngx.log(ngx.ERR, "[auth-router] cannot schedule log flush: ", err)
+  end
+end
+
+
+tick = function(premature, plugin, sink)
+  local ok, err = pcall(flush, plugin, sink, premature)
+  if not ok then
+    ngx.log(ngx.ERR, "[auth-router] log flush failed: ", tostring(err))
+  end
+  local state = running[plugin]
+  if premature or not state then
+    running[plugin] = nil
+    return
+  end
+  if plugin:log_pending() == 0 and ngx.now() - state.last > IDLE_STOP_S then
+    running[plugin] = nil -- idle: the next record starts a new chain
+    return
+  end
+  schedule(plugin, sink)
+end
+
+
+--- queued(plugin, sink) -- a record was queued: makes sure a timer chain
+-- ships this plugin's queue. Context: log, timer (not init).
+function _M.queued(plugin, sink)
+  local state = running[plugin]
+  if state then
+    state.last = ngx.now()
+    return
+  end
+  running[plugin] = { last = ngx.now() }
+  local ok, err = ngx.timer.at(0, tick, plugin, sink)
+  if not ok then
+    running[plugin] = nil
+    ngx.log(ngx.ERR, "[auth-router] cannot start log shipping: ", err)
+  end
+end
+
+
+return _M

@@ -1,0 +1,367 @@
+-- A real log collector for the real-nginx specs: spec/fixtures/collector.lua
+-- run by `luajit` as a separate OS process, one per start(). It speaks both
+-- sinks on one port (tcp: newline-delimited JSON; http: POST of a JSON array)
+-- and writes what it accepts to files in its own temporary directory, which
+-- this module reads.
+--
+--   local collector = require "spec.openresty.collector"
+--   local c = collector.start()             -- listens on a free loopback port
+--   -- log = { enabled = true, sink = "tcp", host = "127.0.0.1", port = c.port }
+--   -- log = { enabled = true, sink = "http", url = c.url }
+--   c:wait_count(1000, 10)                 -- until 1000 records arrived (or 10 s)
+--   local records, bad = c:records()       -- decoded records, lines that did not decode
+--   c:set_status(500)                      -- http answers from now on (default 200)
+--   c:stall(true); c:stall(false)          -- accepts but never reads nor answers, then normal
+--   c:down(); c:up()                       -- process stopped, then back on the same port
+--   c:stop()                               -- stops it and removes its directory
+--
+-- Environment: AUTH_ROUTER_KEEP=1 keeps the directory after stop().
+
+local socket = require "socket"
+local cjson  = require "cjson.safe"
+
+local _M = {}
+
+local LUAJIT   = os.getenv("AUTH_ROUTER_LUAJIT") or "luajit"
+local KEEP     = os.getenv("AUTH_ROUTER_KEEP") == "1"
+local SCRIPT   = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".")
+                 .. "/../fixtures/collector.lua"
+local START_TIMEOUT = 5
+local STOP_TIMEOUT  = 5
+local LIFETIME      = 300  -- seconds: the collector exits by itself after this
+
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+
+local function run(cmd)
+  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\""))
+  local out = p:read("*a")
+  p:close()
+  local code = tonumber(out:match("__rc=(%d+)%s*$"))
+  return code, (out:gsub("__rc=%d+%s*$", ""))
+end
+
+
+local function read_file(path, offset)
+  local f = io.open(path, "rb")
+  if not f then
+    return nil
+  end
+  if offset then
+    f:seek("set", offset)
+  end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+
+-- The pid of this (the test runner's) process, which the collector watches.
+local my_pid
+do
+  local ok, ffi = pcall(require, "ffi")
+  if ok then
+    pcall(ffi.cdef, "int getpid(void);")
+    local okp, pid = pcall(function() return ffi.C.getpid() end)
+    if okp then
+      my_pid = tonumber(pid)
+    end
+  end
+  if not my_pid then
+    local stat = read_file("/proc/self/stat")
+    -- without FFI /proc/self is the reading process itself: still us
+    my_pid = stat and tonumber(stat:match("^%d+"))
+  end
+end
+
+
+-- Reaps a zombie child (the collector is re-parented to us when the helpers'
+-- subreaper is active); alive() below calls it.
+local reap = function() end
+do
+  local ok, ffi = pcall(require, "ffi")
+  if ok then
+    pcall(ffi.cdef, "int waitpid(int pid, int *status, int options);")
+    reap = function(pid) pcall(ffi.C.waitpid, pid, nil, 1) end
+  end
+end
+
+
+local function alive(pid)
+  local stat = read_file("/proc/" .. pid .. "/stat")
+  if not stat then
+    return false
+  end
+  local state = stat:match("^%d+ %b() (%a)")
+  if state == "Z" then
+    reap(pid)
+  end
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
+
+local function wait_until(timeout, pred)
+  local deadline = socket.gettime() + timeout
+  repeat
+    if pred() then
+      return true
+    end
+    socket.sleep(0.01)
+  until socket.gettime() > deadline
+  return pred()
+end
+_M.wait_until = wait_until
+
+
+local running = {}  -- collectors started and not stopped
+
+local Collector = {}
+Collector.__index = Collector
+
+
+-- Starts the process; waits for its ready file. `port` 0: a free one.
+function Collector:_launch(port)
+  os.remove(self.dir .. "/ready")
+  local cmd = LUAJIT .. " " .. shell_quote(SCRIPT)
+              .. " dir=" .. shell_quote(self.dir)
+              .. " host=127.0.0.1 port=" .. tostring(port)
+              .. " lifetime=" .. tostring(self.lifetime)
+              .. (my_pid and (" watch=" .. my_pid) or "")
+              .. " </dev/null >>" .. shell_quote(self.dir .. "/collector.log") .. " 2>&1 & echo $!"
+  local code, out = run(cmd)
+  local pid = tonumber(out:match("(%d+)%s*$"))
+  if code ~= 0 or not pid then
+    error("cannot start the collector: " .. out, 3)
+  end
+  self.pid = pid
+  local ok = wait_until(START_TIMEOUT, function()
+    return read_file(self.dir .. "/ready") ~= nil or not alive(pid)
+  end)
+  local ready = read_file(self.dir .. "/ready")
+  if not ok or not ready then
+    if alive(pid) then
+      run("kill -KILL " .. pid)
+    end
+    error("the collector did not start:\n" .. (read_file(self.dir .. "/collector.log") or ""), 3)
+  end
+  self.port = tonumber(ready:match("^%d+ (%d+)"))
+  self.is_up = true
+end
+
+
+--- Starts a collector. opts (all optional):
+--   port      listen port (default: a free one, chosen by the kernel)
+--   status    http answer status (default 200; see set_status)
+--   lifetime  seconds before it exits by itself (default 300)
+-- Returns an object with port, host, url, dir, pid and the methods below.
+function _M.start(opts)
+  opts = opts or {}
+  local code, out = run("mktemp -d /tmp/auth-router-collector.XXXXXX")
+  assert(code == 0, "mktemp failed: " .. out)
+  local self = setmetatable({
+    dir = out:match("[^\n]+"),
+    host = "127.0.0.1",
+    lifetime = opts.lifetime or LIFETIME,
+    offset = 0,        -- records.ndjson bytes parsed so far
+    _parsed = {},      -- records decoded so far
+    _texts = {},       -- their lines
+    _bad = {},         -- lines that did not decode
+  }, Collector)
+  if opts.status then
+    self:set_status(opts.status)
+  end
+  running[self] = true
+  local ok, err = pcall(self._launch, self, opts.port or 0)
+  if not ok then
+    self:stop()
+    error(err, 2)
+  end
+  self.url = "http://127.0.0.1:" .. self.port .. "/collect"
+  return self
+end
+
+
+--- Makes the http side answer `status` (e.g. 500) from the next request on.
+function Collector:set_status(status)
+  local tmp = self.dir .. "/status.tmp"
+  local f = assert(io.open(tmp, "wb"))
+  f:write(tostring(status), "\n")
+  f:close()
+  assert(os.rename(tmp, self.dir .. "/status"))
+end
+
+
+--- stall(true): the collector keeps accepting connections but reads and
+-- answers nothing (a hung collector); stall(false): back to normal, closing
+-- every open connection unread (what was sent meanwhile is never stored, so
+-- a batch the sender timed out on and retries is not stored twice).
+-- Takes effect within about 0.1 s.
+function Collector:stall(on)
+  local tmp = self.dir .. "/mode.tmp"
+  local f = assert(io.open(tmp, "wb"))
+  f:write(on and "stall\n" or "normal\n")
+  f:close()
+  assert(os.rename(tmp, self.dir .. "/mode"))
+  socket.sleep(0.15)
+end
+
+
+-- Reads new complete lines of records.ndjson.
+function Collector:_refresh()
+  local text = read_file(self.dir .. "/records.ndjson", self.offset)
+  if not text or text == "" then
+    return
+  end
+  local consumed = 0
+  for line, stop in text:gmatch("([^\n]*)\n()") do
+    consumed = stop - 1
+    if line ~= "" then
+      local v = cjson.decode(line)
+      if type(v) == "table" then
+        self._parsed[#self._parsed + 1] = v
+        self._texts[#self._texts + 1] = line
+      else
+        self._bad[#self._bad + 1] = line
+      end
+    end
+  end
+  self.offset = self.offset + consumed
+end
+
+
+--- All records accepted so far (decoded, in arrival order), and the lines
+-- that were not a JSON object.
+function Collector:records()
+  self:_refresh()
+  return self._parsed, self._bad
+end
+
+
+--- The text of every record accepted so far, one per element (as received).
+function Collector:texts()
+  self:_refresh()
+  return self._texts
+end
+
+
+--- The number of records accepted so far (including any that did not decode).
+function Collector:count()
+  self:_refresh()
+  return #self._parsed + #self._bad
+end
+
+
+--- Every byte of every accepted payload, as received (tcp lines, http bodies).
+function Collector:raw()
+  return read_file(self.dir .. "/raw.bin") or ""
+end
+
+
+--- The collector's events (accepts, closes, http requests, protocol errors).
+function Collector:events(kind)
+  local list = {}
+  for line in (read_file(self.dir .. "/events.ndjson") or ""):gmatch("[^\n]+") do
+    local e = cjson.decode(line)
+    if e and (not kind or e.ev == kind) then
+      list[#list + 1] = e
+    end
+  end
+  return list
+end
+
+
+--- The collector's own output (startup, exit reasons).
+function Collector:log()
+  return read_file(self.dir .. "/collector.log") or ""
+end
+
+
+--- Waits until at least `n` records arrived or `timeout` seconds passed.
+-- Returns the count.
+function Collector:wait_count(n, timeout)
+  wait_until(timeout or 10, function() return self:count() >= n end)
+  return self:count()
+end
+
+
+--- Waits until no record arrived for `quiet` seconds (at most `timeout`).
+-- Returns the count.
+function Collector:wait_quiet(quiet, timeout)
+  local deadline = socket.gettime() + (timeout or 10)
+  local last_n, last_change = self:count(), socket.gettime()
+  while socket.gettime() < deadline do
+    socket.sleep(0.05)
+    local n = self:count()
+    if n ~= last_n then
+      last_n, last_change = n, socket.gettime()
+    elseif socket.gettime() - last_change >= quiet then
+      break
+    end
+  end
+  return self:count()
+end
+
+
+local function kill_and_wait(pid)
+  if not pid or not alive(pid) then
+    return
+  end
+  run("kill -TERM " .. pid)
+  if not wait_until(STOP_TIMEOUT, function() return not alive(pid) end) then
+    run("kill -KILL " .. pid)
+    wait_until(STOP_TIMEOUT, function() return not alive(pid) end)
+  end
+end
+
+
+--- Makes the collector unavailable: the process ends (its connections are
+-- closed; new ones are refused). What it accepted stays readable.
+function Collector:down()
+  kill_and_wait(self.pid)
+  self.is_up = false
+end
+
+
+--- Starts the collector again on the same port, appending to the same files.
+function Collector:up()
+  if self.is_up and alive(self.pid) then
+    return
+  end
+  self:_launch(self.port)
+end
+
+
+--- Stops the collector and removes its directory (unless AUTH_ROUTER_KEEP=1).
+-- Idempotent.
+function Collector:stop()
+  if self.stopped then
+    return
+  end
+  self.stopped = true
+  running[self] = nil
+  kill_and_wait(self.pid)
+  self.is_up = false
+  if not KEEP and self.dir and self.dir:match("^/tmp/auth%-router%-collector%.") then
+    run("rm -rf " .. shell_quote(self.dir))
+  end
+end
+
+
+--- Stops every collector not stopped yet.
+function _M.stop_all()
+  for c in pairs(running) do
+    c:stop()
+  end
+end
+
+-- Safety net when the Lua state closes; specs still stop theirs.
+_M._sentinel = newproxy and newproxy(true)
+if _M._sentinel then
+  getmetatable(_M._sentinel).__gc = function() _M.stop_all() end
+end
+
+
+return _M

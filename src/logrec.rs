@@ -1,0 +1,825 @@
+//! Logrec: one log record (design §3), serialized from borrowed native state
+//! straight into a byte buffer.
+//!
+//! The caller lays the exchange out as a [`Record`] of borrowed views (headers
+//! already redacted, bodies already captured, redacted and encoded) and
+//! [`write`] appends one JSON object to its buffer. There is no intermediate
+//! `serde_json::Value`: each view implements [`serde::Serialize`] by hand and
+//! serde_json writes it out, escaping strings as it goes, so the only
+//! allocation is the output buffer's growth (reserved up front from an
+//! estimate of the record's size).
+//!
+//! Shape, in this key order:
+//! ```json
+//! {"started_at": 1732230000123, "client_ip": "203.0.113.9", "request_id": "8c1d0f2a",
+//!  "request":  {"method": "POST", "uri": "/send?x=1", "size": 1234, "headers": {...},
+//!               "body": "...", "body_encoding": "utf8", "body_size": 1234, "body_truncated": false},
+//!  "response": {"status": 200, "size": 456, "headers": {...}, ...body keys...},
+//!  "account":  {"id": "acc_123"},
+//!  "auth":     {"cache": "hit", "latency_ms": 0.01},
+//!  "route":    {"name": "email", "target": "email:8080"},
+//!  "latencies": {"request": 12, "auth": 0, "proxy": 11}}
+//! ```
+//! - `request_id`, `response.status` and `latencies.proxy` are `null` when
+//!   unknown; `account` is `null` when unauthenticated and `route` is `null`
+//!   when no route matched.
+//! - The four body keys are present only when a body was captured.
+//! - `headers` is an object as in `kong.log.serialize`: a name sent once maps to
+//!   its value, a name sent several times maps to an array of its values in
+//!   arrival order. Names appear in order of first arrival.
+//! - A non-finite `auth.latency_ms` is written as `null` (JSON has no NaN).
+
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+
+/// Why a record could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum LogrecError {
+    /// serde_json refused to write the record. Writing into memory cannot
+    /// fail with an I/O error, so this is a bug; the buffer is left as it was.
+    #[error("log record serialization failed: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// A captured body, ready to log: already redacted, and already encoded as
+/// `encoding` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyView<'a> {
+    /// The body as text: the (redacted) UTF-8 body, or its base64.
+    pub text: &'a str,
+    /// `"utf8"` or `"base64"`.
+    pub encoding: &'a str,
+    /// The body's full size in bytes, counted beyond the capture cap.
+    pub size: u64,
+    /// Whether `text` holds only the first part of the body.
+    pub truncated: bool,
+}
+
+/// The request or the response side of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Side<'a> {
+    /// Headers as received, already redacted, names lowercase; a name sent
+    /// several times appears several times.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// Size in bytes (`request.size`, `response.size`).
+    pub size: u64,
+    /// The captured body, `None` when bodies are not logged for this side.
+    pub body: Option<BodyView<'a>>,
+}
+
+/// Everything one record says about one exchange.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Record<'a> {
+    /// Request start, epoch milliseconds.
+    pub started_at_ms: u64,
+    /// The client address.
+    pub client_ip: &'a str,
+    /// The value of `log.request_id_header`, if the request had one.
+    pub request_id: Option<&'a str>,
+    /// The request method.
+    pub method: &'a str,
+    /// The request URI (path and query).
+    pub uri: &'a str,
+    /// Request headers, size and body.
+    pub request: Side<'a>,
+    /// The response status, `None` if no response header went out.
+    pub status: Option<u16>,
+    /// Response headers, size and body.
+    pub response: Side<'a>,
+    /// The authenticated account's id; `None` writes `"account": null`.
+    pub account_id: Option<&'a str>,
+    /// How the auth cache answered: `hit`, `miss`, `stale`, `negative`, `none`.
+    pub cache: &'a str,
+    /// Auth call latency, milliseconds (0 when no call was made).
+    pub auth_latency_ms: f64,
+    /// The matched route's name; `None` writes `"route": null`.
+    pub route_name: Option<&'a str>,
+    /// The matched route's `host:port` target, if it has one.
+    pub route_target: Option<&'a str>,
+    /// The matched route's Kong upstream, if it has one.
+    pub route_upstream: Option<&'a str>,
+    /// Whole request latency, milliseconds.
+    pub latency_request_ms: u64,
+    /// Time spent authenticating, milliseconds.
+    pub latency_auth_ms: u64,
+    /// Time spent waiting on the upstream, milliseconds, if proxied.
+    pub latency_proxy_ms: Option<u64>,
+}
+
+/// Fixed keys, punctuation and numbers: a generous per-record allowance on
+/// top of the strings' own lengths, so one `reserve` usually suffices.
+const FIXED_OVERHEAD: usize = 512;
+/// Per-header allowance: quotes, colon, comma, and a possible array.
+const HEADER_OVERHEAD: usize = 8;
+
+/// Appends `rec` as one JSON object (no trailing newline) to `out`.
+///
+/// Returns: `Ok(())` with the object appended.
+///
+/// Errors: [`LogrecError::Serialize`] if serde_json refuses the record (not
+/// expected for in-memory output); `out` is then truncated back to its
+/// original length, so a failed record never leaves half an object behind.
+pub fn write(rec: &Record<'_>, out: &mut Vec<u8>) -> Result<(), LogrecError> {
+    let start = out.len();
+    out.reserve(estimate(rec));
+    let mut ser = serde_json::Serializer::new(&mut *out);
+    match rec.serialize(&mut ser) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            out.truncate(start);
+            Err(e.into())
+        }
+    }
+}
+
+/// A lower-bound-ish guess of the serialized size (escapes can make it longer).
+fn estimate(rec: &Record<'_>) -> usize {
+    fn side(s: &Side<'_>) -> usize {
+        let headers: usize = s
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + HEADER_OVERHEAD)
+            .sum();
+        headers + s.body.map_or(0, |b| b.text.len() + b.encoding.len())
+    }
+    let opt = |s: Option<&str>| s.map_or(0, str::len);
+    FIXED_OVERHEAD
+        + rec.client_ip.len()
+        + opt(rec.request_id)
+        + rec.method.len()
+        + rec.uri.len()
+        + side(&rec.request)
+        + side(&rec.response)
+        + opt(rec.account_id)
+        + rec.cache.len()
+        + opt(rec.route_name)
+        + opt(rec.route_target)
+        + opt(rec.route_upstream)
+}
+
+impl Serialize for Record<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(9))?;
+        m.serialize_entry("started_at", &self.started_at_ms)?;
+        m.serialize_entry("client_ip", self.client_ip)?;
+        m.serialize_entry("request_id", &self.request_id)?;
+        m.serialize_entry(
+            "request",
+            &RequestOut {
+                method: self.method,
+                uri: self.uri,
+                side: &self.request,
+            },
+        )?;
+        m.serialize_entry(
+            "response",
+            &ResponseOut {
+                status: self.status,
+                side: &self.response,
+            },
+        )?;
+        m.serialize_entry("account", &self.account_id.map(|id| AccountOut { id }))?;
+        m.serialize_entry(
+            "auth",
+            &AuthOut {
+                cache: self.cache,
+                latency_ms: self.auth_latency_ms,
+            },
+        )?;
+        m.serialize_entry(
+            "route",
+            &self.route_name.map(|name| RouteOut {
+                name,
+                target: self.route_target,
+                upstream: self.route_upstream,
+            }),
+        )?;
+        m.serialize_entry(
+            "latencies",
+            &LatenciesOut {
+                request: self.latency_request_ms,
+                auth: self.latency_auth_ms,
+                proxy: self.latency_proxy_ms,
+            },
+        )?;
+        m.end()
+    }
+}
+
+/// `request`: method and uri, then the side's keys.
+struct RequestOut<'a> {
+    method: &'a str,
+    uri: &'a str,
+    side: &'a Side<'a>,
+}
+
+impl Serialize for RequestOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("method", self.method)?;
+        m.serialize_entry("uri", self.uri)?;
+        side_entries(&mut m, self.side)?;
+        m.end()
+    }
+}
+
+/// `response`: status, then the side's keys.
+struct ResponseOut<'a> {
+    status: Option<u16>,
+    side: &'a Side<'a>,
+}
+
+impl Serialize for ResponseOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("status", &self.status)?;
+        side_entries(&mut m, self.side)?;
+        m.end()
+    }
+}
+
+/// `size`, `headers` and, when captured, the four body keys.
+fn side_entries<M: SerializeMap>(m: &mut M, side: &Side<'_>) -> Result<(), M::Error> {
+    m.serialize_entry("size", &side.size)?;
+    m.serialize_entry("headers", &Headers(side.headers))?;
+    if let Some(b) = &side.body {
+        m.serialize_entry("body", b.text)?;
+        m.serialize_entry("body_encoding", b.encoding)?;
+        m.serialize_entry("body_size", &b.size)?;
+        m.serialize_entry("body_truncated", &b.truncated)?;
+    }
+    Ok(())
+}
+
+/// Headers as an object; repeated names become arrays (`kong.log.serialize`),
+/// names in order of first arrival.
+///
+/// Up to [`FEW_HEADERS`] headers, repeats are found by comparing each name
+/// with the earlier ones: quadratic, but no allocation, and cheapest for the
+/// usual dozen. Beyond, the names are grouped by sorting an index (two small
+/// allocations), so a request with many headers costs O(n log n).
+struct Headers<'a>(&'a [(&'a str, &'a str)]);
+
+/// Most headers grouped by pairwise comparison.
+const FEW_HEADERS: usize = 24;
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let all = self.0;
+        let mut m = s.serialize_map(None)?;
+        if all.len() <= FEW_HEADERS {
+            for (i, (name, value)) in all.iter().enumerate() {
+                if all[..i].iter().any(|(n, _)| n == name) {
+                    continue; // already written with its first occurrence
+                }
+                if all[i + 1..].iter().any(|(n, _)| n == name) {
+                    m.serialize_entry(
+                        *name,
+                        &Repeated::Scan {
+                            name,
+                            from: &all[i..],
+                        },
+                    )?;
+                } else {
+                    m.serialize_entry(*name, *value)?;
+                }
+            }
+        } else {
+            // Indices sorted by name; the sort is stable, so each name's
+            // indices stay in arrival order and the first is its first arrival.
+            let mut order: Vec<usize> = (0..all.len()).collect();
+            order.sort_by(|&a, &b| all[a].0.cmp(all[b].0));
+            let mut groups: Vec<(usize, usize)> = Vec::new(); // start, end in `order`
+            let mut start = 0;
+            while start < order.len() {
+                let name = all[order[start]].0;
+                let end = order[start..]
+                    .iter()
+                    .position(|&i| all[i].0 != name)
+                    .map_or(order.len(), |k| start + k);
+                groups.push((start, end));
+                start = end;
+            }
+            groups.sort_unstable_by_key(|&(start, _)| order[start]);
+            for (start, end) in groups {
+                let (name, value) = all[order[start]];
+                if end - start == 1 {
+                    m.serialize_entry(name, value)?;
+                } else {
+                    m.serialize_entry(
+                        name,
+                        &Repeated::Indexed {
+                            all,
+                            indices: &order[start..end],
+                        },
+                    )?;
+                }
+            }
+        }
+        m.end()
+    }
+}
+
+/// The values of one repeated name, in arrival order, as an array.
+enum Repeated<'a> {
+    /// Every value of `name` in `from`.
+    Scan {
+        name: &'a str,
+        from: &'a [(&'a str, &'a str)],
+    },
+    /// The values of `all` at `indices`.
+    Indexed {
+        all: &'a [(&'a str, &'a str)],
+        indices: &'a [usize],
+    },
+}
+
+impl Serialize for Repeated<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        match self {
+            Repeated::Scan { name, from } => {
+                for (_, v) in from.iter().filter(|(n, _)| n == name) {
+                    seq.serialize_element(*v)?;
+                }
+            }
+            Repeated::Indexed { all, indices } => {
+                for &i in *indices {
+                    seq.serialize_element(all[i].1)?;
+                }
+            }
+        }
+        seq.end()
+    }
+}
+
+/// `account`.
+struct AccountOut<'a> {
+    id: &'a str,
+}
+
+impl Serialize for AccountOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("id", self.id)?;
+        m.end()
+    }
+}
+
+/// `auth`.
+struct AuthOut<'a> {
+    cache: &'a str,
+    latency_ms: f64,
+}
+
+impl Serialize for AuthOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("cache", self.cache)?;
+        // serde_json writes a non-finite float as null.
+        m.serialize_entry("latency_ms", &self.latency_ms)?;
+        m.end()
+    }
+}
+
+/// `route`: name, then `target` and/or `upstream` when set.
+struct RouteOut<'a> {
+    name: &'a str,
+    target: Option<&'a str>,
+    upstream: Option<&'a str>,
+}
+
+impl Serialize for RouteOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("name", self.name)?;
+        if let Some(t) = self.target {
+            m.serialize_entry("target", t)?;
+        }
+        if let Some(u) = self.upstream {
+            m.serialize_entry("upstream", u)?;
+        }
+        m.end()
+    }
+}
+
+/// `latencies`.
+struct LatenciesOut {
+    request: u64,
+    auth: u64,
+    proxy: Option<u64>,
+}
+
+impl Serialize for LatenciesOut {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("request", &self.request)?;
+        m.serialize_entry("auth", &self.auth)?;
+        m.serialize_entry("proxy", &self.proxy)?;
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    const REQ_HEADERS: &[(&str, &str)] = &[
+        ("host", "api.example.com"),
+        ("authorization", "REDACTED"),
+        ("accept", "application/json"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("accept", "text/plain"),
+    ];
+    const RESP_HEADERS: &[(&str, &str)] = &[
+        ("content-type", "application/json"),
+        ("set-cookie", "REDACTED"),
+        ("set-cookie", "REDACTED"),
+    ];
+
+    fn full() -> Record<'static> {
+        Record {
+            started_at_ms: 1_732_230_000_123,
+            client_ip: "203.0.113.9",
+            request_id: Some("8c1d0f2a"),
+            method: "POST",
+            uri: "/send?x=1",
+            request: Side {
+                headers: REQ_HEADERS,
+                size: 1234,
+                body: Some(BodyView {
+                    text: r#"{"to":"a@b.c","password":"***"}"#,
+                    encoding: "utf8",
+                    size: 1234,
+                    truncated: true,
+                }),
+            },
+            status: Some(200),
+            response: Side {
+                headers: RESP_HEADERS,
+                size: 456,
+                body: Some(BodyView {
+                    text: "AAEC/w==",
+                    encoding: "base64",
+                    size: 4,
+                    truncated: false,
+                }),
+            },
+            account_id: Some("acc_123"),
+            cache: "hit",
+            auth_latency_ms: 0.01,
+            route_name: Some("email"),
+            route_target: Some("email:8080"),
+            route_upstream: None,
+            latency_request_ms: 12,
+            latency_auth_ms: 0,
+            latency_proxy_ms: Some(11),
+        }
+    }
+
+    fn bare() -> Record<'static> {
+        Record {
+            started_at_ms: 5,
+            client_ip: "::1",
+            request_id: None,
+            method: "GET",
+            uri: "/",
+            request: Side {
+                headers: &[],
+                size: 0,
+                body: None,
+            },
+            status: None,
+            response: Side {
+                headers: &[],
+                size: 0,
+                body: None,
+            },
+            account_id: None,
+            cache: "none",
+            auth_latency_ms: 0.0,
+            route_name: None,
+            route_target: None,
+            route_upstream: None,
+            latency_request_ms: 0,
+            latency_auth_ms: 0,
+            latency_proxy_ms: None,
+        }
+    }
+
+    fn written(rec: &Record<'_>) -> String {
+        let mut out = Vec::new();
+        write(rec, &mut out).expect("write");
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn full_record_matches_golden_output() {
+        let golden = concat!(
+            r#"{"started_at":1732230000123,"client_ip":"203.0.113.9","request_id":"8c1d0f2a","#,
+            r#""request":{"method":"POST","uri":"/send?x=1","size":1234,"#,
+            r#""headers":{"host":"api.example.com","authorization":"REDACTED","#,
+            r#""accept":["application/json","text/plain"],"x-forwarded-for":"10.0.0.1"},"#,
+            r#""body":"{\"to\":\"a@b.c\",\"password\":\"***\"}","body_encoding":"utf8","#,
+            r#""body_size":1234,"body_truncated":true},"#,
+            r#""response":{"status":200,"size":456,"#,
+            r#""headers":{"content-type":"application/json","set-cookie":["REDACTED","REDACTED"]},"#,
+            r#""body":"AAEC/w==","body_encoding":"base64","body_size":4,"body_truncated":false},"#,
+            r#""account":{"id":"acc_123"},"auth":{"cache":"hit","latency_ms":0.01},"#,
+            r#""route":{"name":"email","target":"email:8080"},"#,
+            r#""latencies":{"request":12,"auth":0,"proxy":11}}"#,
+        );
+        assert_eq!(written(&full()), golden);
+    }
+
+    #[test]
+    fn bare_record_has_nulls_and_no_body_keys() {
+        let golden = concat!(
+            r#"{"started_at":5,"client_ip":"::1","request_id":null,"#,
+            r#""request":{"method":"GET","uri":"/","size":0,"headers":{}},"#,
+            r#""response":{"status":null,"size":0,"headers":{}},"#,
+            r#""account":null,"auth":{"cache":"none","latency_ms":0.0},"route":null,"#,
+            r#""latencies":{"request":0,"auth":0,"proxy":null}}"#,
+        );
+        assert_eq!(written(&bare()), golden);
+    }
+
+    #[test]
+    fn upstream_route_is_written_as_upstream() {
+        let rec = Record {
+            route_name: Some("legacy"),
+            route_upstream: Some("legacy-pool"),
+            ..bare()
+        };
+        let v: Value = serde_json::from_str(&written(&rec)).expect("json");
+        assert_eq!(
+            v["route"],
+            json!({"name": "legacy", "upstream": "legacy-pool"})
+        );
+    }
+
+    #[test]
+    fn non_finite_latency_is_written_as_null() {
+        let rec = Record {
+            auth_latency_ms: f64::NAN,
+            ..bare()
+        };
+        let v: Value = serde_json::from_str(&written(&rec)).expect("json");
+        assert_eq!(v["auth"]["latency_ms"], Value::Null);
+    }
+
+    #[test]
+    fn write_appends_without_newline() {
+        let mut out = b"[".to_vec();
+        write(&bare(), &mut out).expect("write");
+        write(&bare(), &mut out).expect("write");
+        let one = written(&bare());
+        assert_eq!(out, format!("[{one}{one}").into_bytes());
+        assert!(!one.contains('\n'));
+    }
+
+    #[test]
+    fn control_and_non_ascii_characters_are_escaped_into_valid_json() {
+        let headers = [("x-odd", "a\u{0}b\u{1f}\"\\\u{7f}é😀\u{2028}")];
+        let rec = Record {
+            uri: "/\\u00zz\n\t",
+            request: Side {
+                headers: &headers,
+                size: 0,
+                body: None,
+            },
+            ..bare()
+        };
+        let text = written(&rec);
+        assert!(
+            !text.bytes().any(|b| b < 0x20),
+            "raw control byte in {text:?}"
+        );
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["request"]["uri"], "/\\u00zz\n\t");
+        assert_eq!(v["request"]["headers"]["x-odd"], headers[0].1);
+    }
+
+    #[test]
+    fn many_headers_keep_first_arrival_order_and_group_repeats() {
+        let names: Vec<String> = (0..FEW_HEADERS + 6).map(|i| format!("h{i:02}")).collect();
+        let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        headers[1].0 = "set-cookie";
+        headers[1].1 = "c1";
+        headers[9].0 = "accept";
+        headers[20].0 = "set-cookie";
+        headers[20].1 = "c2";
+        headers[FEW_HEADERS + 5].0 = "set-cookie";
+        headers[FEW_HEADERS + 5].1 = "c3";
+        let mut want = String::from("{");
+        for (i, (n, v)) in headers.iter().enumerate() {
+            let value = match i {
+                1 => r#"["c1","c2","c3"]"#.to_string(),
+                _ if i == 20 || i == FEW_HEADERS + 5 => continue,
+                _ => format!("\"{v}\""),
+            };
+            want.push_str(&format!("\"{n}\":{value},"));
+        }
+        want.pop();
+        want.push('}');
+        let rec = Record {
+            request: Side {
+                headers: &headers,
+                size: 0,
+                body: None,
+            },
+            ..bare()
+        };
+        let text = written(&rec);
+        assert!(text.contains(&format!(r#""headers":{want}"#)), "{text}");
+    }
+
+    /// Owned inputs for the property test; `Record` borrows from them.
+    #[derive(Debug, Clone)]
+    struct Owned {
+        started_at: u64,
+        strings: Vec<String>, // client_ip, method, uri, cache, body texts, encodings
+        opts: Vec<Option<String>>, // request_id, account, route name, target, upstream
+        req_headers: Vec<(String, String)>,
+        resp_headers: Vec<(String, String)>,
+        sizes: (u64, u64, u64, u64),
+        truncated: (bool, bool),
+        bodies: (bool, bool),
+        status: Option<u16>,
+        latency: f64,
+        latencies: (u64, u64, Option<u64>),
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            // Escape-looking sequences, quotes, controls, separators, astral.
+            "(\\\\u[0-9a-fA-F]{0,4}|\\\\[\"\\\\/bfnrtx]?|\"|[\\x00-\\x1f\\x7f]|\u{2028}|\u{2029}|😀|é|[a-z]){0,24}",
+        ]
+    }
+
+    fn header_list() -> impl Strategy<Value = Vec<(String, String)>> {
+        // Names from a small set so repeats are common, plus arbitrary ones.
+        let name = prop_oneof![
+            3 => proptest::sample::select(vec!["accept", "set-cookie", "x-a", "host"])
+                .prop_map(str::to_string),
+            1 => text(),
+        ];
+        proptest::collection::vec((name, text()), 0..(2 * FEW_HEADERS))
+    }
+
+    fn owned() -> impl Strategy<Value = Owned> {
+        (
+            any::<u64>(),
+            proptest::collection::vec(text(), 8),
+            proptest::collection::vec(proptest::option::of(text()), 5),
+            header_list(),
+            header_list(),
+            any::<(u64, u64, u64, u64)>(),
+            any::<(bool, bool)>(),
+            any::<(bool, bool)>(),
+            any::<Option<u16>>(),
+            // Finite values only: a non-finite one is written as null (tested above).
+            -1e12f64..1e12f64,
+            any::<(u64, u64, Option<u64>)>(),
+        )
+            .prop_map(
+                |(
+                    started_at,
+                    strings,
+                    opts,
+                    req_headers,
+                    resp_headers,
+                    sizes,
+                    truncated,
+                    bodies,
+                    status,
+                    latency,
+                    latencies,
+                )| Owned {
+                    started_at,
+                    strings,
+                    opts,
+                    req_headers,
+                    resp_headers,
+                    sizes,
+                    truncated,
+                    bodies,
+                    status,
+                    latency,
+                    latencies,
+                },
+            )
+    }
+
+    /// The headers object a consumer should see.
+    fn expected_headers(list: &[(&str, &str)]) -> Value {
+        let mut m = Map::new();
+        for (n, v) in list {
+            match m.get_mut(*n) {
+                None => {
+                    m.insert(n.to_string(), json!(v));
+                }
+                Some(Value::Array(a)) => a.push(json!(v)),
+                Some(one) => *one = json!([one.clone(), v]),
+            }
+        }
+        Value::Object(m)
+    }
+
+    fn expected_side(side: &Side<'_>, mut m: Map<String, Value>) -> Value {
+        m.insert("size".into(), json!(side.size));
+        m.insert("headers".into(), expected_headers(side.headers));
+        if let Some(b) = side.body {
+            m.insert("body".into(), json!(b.text));
+            m.insert("body_encoding".into(), json!(b.encoding));
+            m.insert("body_size".into(), json!(b.size));
+            m.insert("body_truncated".into(), json!(b.truncated));
+        }
+        Value::Object(m)
+    }
+
+    /// The record as a consumer should read it back (latency aside).
+    fn expected(r: &Record<'_>) -> Value {
+        let mut req = Map::new();
+        req.insert("method".into(), json!(r.method));
+        req.insert("uri".into(), json!(r.uri));
+        let mut resp = Map::new();
+        resp.insert("status".into(), json!(r.status));
+        json!({
+            "started_at": r.started_at_ms,
+            "client_ip": r.client_ip,
+            "request_id": r.request_id,
+            "request": expected_side(&r.request, req),
+            "response": expected_side(&r.response, resp),
+            "account": r.account_id.map(|id| json!({"id": id})),
+            "auth": {"cache": r.cache},
+            "route": r.route_name.map(|name| {
+                let mut m = Map::new();
+                m.insert("name".into(), json!(name));
+                if let Some(t) = r.route_target { m.insert("target".into(), json!(t)); }
+                if let Some(u) = r.route_upstream { m.insert("upstream".into(), json!(u)); }
+                Value::Object(m)
+            }),
+            "latencies": {
+                "request": r.latency_request_ms,
+                "auth": r.latency_auth_ms,
+                "proxy": r.latency_proxy_ms,
+            },
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_record_is_valid_json_with_the_same_fields(o in owned()) {
+            let req_headers: Vec<(&str, &str)> =
+                o.req_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let resp_headers: Vec<(&str, &str)> =
+                o.resp_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let s = |i: usize| o.strings[i].as_str();
+            let opt = |i: usize| o.opts[i].as_deref();
+            let rec = Record {
+                started_at_ms: o.started_at,
+                client_ip: s(0),
+                request_id: opt(0),
+                method: s(1),
+                uri: s(2),
+                request: Side {
+                    headers: &req_headers,
+                    size: o.sizes.0,
+                    body: o.bodies.0.then_some(BodyView {
+                        text: s(4), encoding: s(5), size: o.sizes.1, truncated: o.truncated.0,
+                    }),
+                },
+                status: o.status,
+                response: Side {
+                    headers: &resp_headers,
+                    size: o.sizes.2,
+                    body: o.bodies.1.then_some(BodyView {
+                        text: s(6), encoding: s(7), size: o.sizes.3, truncated: o.truncated.1,
+                    }),
+                },
+                account_id: opt(1),
+                cache: s(3),
+                auth_latency_ms: o.latency,
+                route_name: opt(2),
+                route_target: opt(3),
+                route_upstream: opt(4),
+                latency_request_ms: o.latencies.0,
+                latency_auth_ms: o.latencies.1,
+                latency_proxy_ms: o.latencies.2,
+            };
+            let mut out = b"prefix".to_vec();
+            write(&rec, &mut out).expect("write");
+            prop_assert_eq!(&out[..6], b"prefix");
+            let text = std::str::from_utf8(&out[6..]).expect("utf8");
+            prop_assert!(!text.bytes().any(|b| b < 0x20));
+            let mut got: Value = serde_json::from_str(text).expect("valid json");
+            let latency = got["auth"]["latency_ms"].as_f64().expect("latency is a number");
+            prop_assert!((latency - o.latency).abs() <= o.latency.abs() * 1e-15);
+            got["auth"].as_object_mut().expect("auth").remove("latency_ms");
+            prop_assert_eq!(got, expected(&rec));
+        }
+    }
+}
