@@ -398,12 +398,17 @@ local function fetch(plan, exchange)
 end
 
 
-local function set_request_headers(...)
-  local set = ngx.req.set_header
+-- Calls set(name, value) for each pair of a native `name, value, ...` return.
+local function set_pairs(set, ...)
   for i = 1, select("#", ...), 2 do
     local name, value = select(i, ...)
     set(name, value)
   end
+end
+
+
+local function set_response_header(name, value)
+  ngx.header[name] = value
 end
 
 
@@ -466,7 +471,7 @@ local function authenticate(plugin, ctx)
     if plan.log and plan.log.request_body then
       capture_request_body(plan.log, exchange)
     end
-    set_request_headers(exchange:upstream_headers())
+    set_pairs(ngx.req.set_header, exchange:upstream_headers())
     for i = 1, #plan.hide do
       req.clear_header(plan.hide[i])
     end
@@ -512,17 +517,10 @@ function _M.access(plugin, ctx)
 end
 
 
-local function set_response_headers(...)
-  local header = ngx.header
-  for i = 1, select("#", ...), 2 do
-    local name, value = select(i, ...)
-    header[name] = value
-  end
-end
 
 
 local function respond_headers(exchange)
-  set_response_headers(exchange:response(ngx.status))
+  set_pairs(set_response_header, exchange:response(ngx.status))
 end
 
 

@@ -331,26 +331,6 @@ local function memory_kb(pid)
   return tonumber(text:match("VmHWM:%s*(%d+)")), tonumber(text:match("VmRSS:%s*(%d+)"))
 end
 
-local function dechunk(raw)
-  local out, pos = {}, 1
-  while true do
-    local le = raw:find("\r\n", pos, true)
-    if not le then
-      return nil, "truncated chunk size"
-    end
-    local size = tonumber(raw:sub(pos, le - 1):match("^%x+"), 16)
-    if not size then
-      return nil, "bad chunk size"
-    end
-    pos = le + 2
-    if size == 0 then
-      return table.concat(out)
-    end
-    out[#out + 1] = raw:sub(pos, pos + size - 1)
-    pos = pos + size + 2
-  end
-end
-
 --- A GET read as it arrives: status, headers, decoded body, the seconds
 -- until the first body byte and until the end.
 local function timed_get(url, headers)
@@ -396,7 +376,7 @@ local function timed_get(url, headers)
   end
   local body = rest
   if (resp_headers["transfer-encoding"] or ""):lower():find("chunked", 1, true) then
-    body = assert(dechunk(rest))
+    body = assert(helpers.decode_chunked(rest))
   end
   return tonumber(head:match("^HTTP/1%.%d (%d+)")), resp_headers, body, t_first, t_end
 end

@@ -622,7 +622,8 @@ function helpers.json_token(account)
 end
 
 
-local function decode_chunked(raw)
+--- The body of a chunked HTTP/1.1 message body `raw`, or nil and an error.
+function helpers.decode_chunked(raw)
   local out, pos = {}, 1
   while true do
     local line_end = raw:find("\r\n", pos, true)
@@ -710,7 +711,7 @@ local function parse_response(raw)
   local resp_body = rest
   local te = resp_headers["transfer-encoding"]
   if type(te) == "string" and te:lower():find("chunked", 1, true) then
-    local decoded, derr = decode_chunked(rest)
+    local decoded, derr = helpers.decode_chunked(rest)
     if not decoded then
       return nil, "bad chunked body: " .. derr
     end
