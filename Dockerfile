@@ -35,6 +35,7 @@ WORKDIR /src
 # that Cargo.toml comes to name (build.rs, [[bench]] files) must be added here.
 COPY Cargo.toml Cargo.lock kong-plugin-auth-router-0.1.0-1.rockspec ./
 COPY src/ src/
+COPY benches/ benches/
 COPY lua/ lua/
 RUN luarocks make kong-plugin-auth-router-0.1.0-1.rockspec \
  && luarocks pack kong-plugin-auth-router 0.1.0-1 \

@@ -46,6 +46,8 @@ build = {
       ["auth_router.openresty"]  = "lua/auth_router/openresty.lua",
       ["kong.plugins.auth-router.handler"] = "lua/kong/plugins/auth-router/handler.lua",
       ["kong.plugins.auth-router.schema"]  = "lua/kong/plugins/auth-router/schema.lua",
+      ["kong.plugins.auth-router.plugin_config"] = "lua/kong/plugins/auth-router/plugin_config.lua",
+      ["kong.plugins.auth-router.api"]     = "lua/kong/plugins/auth-router/api.lua",
     },
   },
 }

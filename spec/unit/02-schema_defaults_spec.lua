@@ -657,6 +657,8 @@ describe("auth-router handler.lua", function()
     }
     package.loaded["auth_router"] = fake_core
     package.loaded["kong.plugins.auth-router.handler"] = nil
+    package.loaded["kong.plugins.auth-router.plugin_config"] = nil
+    package.loaded["kong.plugins.auth-router.api"] = nil
     rawset(_G, "kong", {
       ctx = { plugin = ctx, shared = {} },
       service = {
@@ -777,5 +779,56 @@ describe("auth-router handler.lua", function()
     assert.equal(2, #exits)
     assert.matches("auth.url", exits[1].log, 1, true)
     assert.same({ status = 500, body = { message = "An unexpected error occurred" } }, exits[2])
+  end)
+
+  -- api.lua against the same stand-ins: Kong's DAO iterator and response.
+  describe("api.lua DELETE /auth-router/cache", function()
+    local api, purges
+
+    before_each(function()
+      purges = {}
+      package.loaded["auth_router"].purge = function(plugin, credential)
+        purges[#purges + 1] = { plugin = plugin, credential = credential }
+        return true
+      end
+      local rows = {
+        { id = "p1", name = "auth-router", enabled = true, config = kong_conf({ auth = { url = AUTH_URL } }) },
+        { id = "p2", name = "key-auth", enabled = true, config = {} },
+        { id = "p3", name = "auth-router", enabled = false, config = kong_conf({ auth = { url = AUTH_URL } }) },
+      }
+      _G.kong.db = { plugins = { each = function()
+        local i = 0
+        return function()
+          i = i + 1
+          return rows[i]
+        end
+      end } }
+      package.loaded["kong.plugins.auth-router.api"] = nil
+      api = require "kong.plugins.auth-router.api"
+    end)
+
+    after_each(function()
+      package.loaded["auth_router"].purge = nil
+      _G.kong.db = nil
+    end)
+
+    it("purges every enabled auth-router plugin, one credential from the body", function()
+      api["/auth-router/cache"].DELETE({ params = { credential = "Bearer abc" } })
+      assert.equal(1, #purges)
+      assert.equal("Bearer abc", purges[1].credential)
+      assert.same({ status = 200, body = { purged = 1 } }, exits[#exits])
+    end)
+
+    it("purges everything without a credential", function()
+      api["/auth-router/cache"].DELETE({ params = {} })
+      assert.equal(1, #purges)
+      assert.is_nil(purges[1].credential)
+    end)
+
+    it("rejects a credential that is not a non-empty string", function()
+      api["/auth-router/cache"].DELETE({ params = { credential = "" } })
+      assert.same({ status = 400, body = { message = "credential must be a non-empty string" } }, exits[#exits])
+      assert.equal(0, #purges)
+    end)
   end)
 end)

@@ -6,15 +6,13 @@
 
 -- luacheck: globals kong, no unused args
 
-local core   = require "auth_router"
-local schema = require "kong.plugins.auth-router.schema"
+local core          = require "auth_router"
+local plugin_config = require "kong.plugins.auth-router.plugin_config"
 
 
-local kong         = kong
-local pcall        = pcall
-local next         = next
-local ipairs       = ipairs
-local setmetatable = setmetatable
+local kong       = kong
+local pcall      = pcall
+local plugin_for = plugin_config.plugin_for
 
 
 local INTERNAL_ERROR_STATUS  = 500
@@ -34,41 +32,6 @@ local AuthRouterHandler = {
   -- which must see the identity this plugin sets (limit_by = credential).
   PRIORITY = 1150,
 }
-
-
--- Names of the config fields the schema declares. Kong adds its own keys to
--- the config table it hands to a phase (route_id, service_id, consumer_id,
--- ordering, __key__, __seq__, __plugin_id, ...), which the native compiler
--- would reject as unknown fields.
-local CONFIG_FIELDS = {}
-for _, field in ipairs(schema.fields) do
-  local name, def = next(field)
-  if name == "config" then
-    for i, f in ipairs(def.fields) do
-      CONFIG_FIELDS[i] = next(f)
-    end
-  end
-end
-
-
--- Kong's config table -> our part of it. Weak keys: Kong builds new config
--- tables when the configuration changes, and the old ones (with their
--- compiled state, cached by the core on the copy) go with the GC.
-local own_config = setmetatable({}, { __mode = "k" })
-
-
-local function plugin_for(conf)
-  local own = own_config[conf]
-  if not own then
-    own = {}
-    for i = 1, #CONFIG_FIELDS do
-      local name = CONFIG_FIELDS[i]
-      own[name] = conf[name]
-    end
-    own_config[conf] = own
-  end
-  return core.plugin_for(own)
-end
 
 
 -- Sends the request where the matched route says. A decision that cannot be
