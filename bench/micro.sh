@@ -21,7 +21,7 @@
 #   MICRO_CPU              run every bench pinned to this CPU with taskset
 #                          (unset: not pinned)
 #   MICRO_OUT              where results.md, peer.tsv and the raw logs go (.tmp/micro)
-# Total: about 2 minutes after the build (14 criterion benchmarks and 5 peer
+# Total: about 1.5 minutes after the build (13 criterion benchmarks and 5 peer
 # cases at ~5 s each); every step runs under `timeout`.
 set -euo pipefail
 
