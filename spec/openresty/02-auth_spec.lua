@@ -108,16 +108,9 @@ local function decode(body)
   return ok and v or body
 end
 
---- The counters summed over every worker (asserts all workers answered).
-local function all_stats(gw)
-  local sum, by_pid, seen = gw:stats_all()
-  assert.equal(gw.workers, seen, "could not reach every worker for /__stats")
-  return sum, by_pid
-end
+local all_stats = helpers.all_stats
 
-local function delta(before, after, name)
-  return (after[name] or 0) - (before[name] or 0)
-end
+local delta = helpers.delta
 
 local function sleep_until(t)
   local d = t - socket.gettime()

@@ -178,9 +178,7 @@ local function go(base, method, path, acc, extra)
   return echo, headers
 end
 
-local function delta(before, after, name)
-  return (after[name] or 0) - (before[name] or 0)
-end
+local delta = helpers.delta
 
 
 describe("auth_router.openresty routing: the motivating deployment (" .. WORKERS .. " workers)", function()

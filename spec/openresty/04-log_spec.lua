@@ -281,15 +281,9 @@ local function collect(c, prefix, n, timeout)
   return records_by_id(c, prefix)
 end
 
-local function all_stats(gw)
-  local sum, by_pid, seen = gw:stats_all()
-  assert.equal(gw.workers, seen, "could not reach every worker for /__stats")
-  return sum, by_pid
-end
+local all_stats = helpers.all_stats
 
-local function delta(before, after, name)
-  return (after[name] or 0) - (before[name] or 0)
-end
+local delta = helpers.delta
 
 local function median(list)
   local t = {}

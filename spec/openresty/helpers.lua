@@ -950,4 +950,19 @@ function helpers.count_lines(text, needle)
 end
 
 
+--- The counters summed over every worker of `gw` (asserts all answered),
+-- and the counters per worker pid.
+function helpers.all_stats(gw)
+  local sum, by_pid, seen = gw:stats_all()
+  assert(seen == gw.workers, "could not reach every worker for /__stats")
+  return sum, by_pid
+end
+
+
+--- How much counter `name` grew from `before` to `after`.
+function helpers.delta(before, after, name)
+  return (after[name] or 0) - (before[name] or 0)
+end
+
+
 return helpers
