@@ -37,23 +37,24 @@ command -v curl >/dev/null || { echo "demo: curl not found" >&2; exit 1; }
 # --- ports -----------------------------------------------------------------
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-GW_PORT=8000 AUTH_PORT=8001 EMAIL_PORT=8002 CALENDAR_PORT=8003 LEGACY_PORT=8004
+GW_PORT=8000 AUTH_PORT=8001 EMAIL_PORT=8002 CALENDAR_PORT=8003 LEGACY_PORT=8004 COLLECTOR_PORT=8005
 busy=""
-for p in 8000 8001 8002 8003 8004; do
+for p in 8000 8001 8002 8003 8004 8005; do
   if port_busy "$p"; then busy="$busy $p"; fi
 done
 if [[ -n $busy ]]; then
-  read -r GW_PORT AUTH_PORT EMAIL_PORT CALENDAR_PORT LEGACY_PORT < <("$LUAJIT" -e '
+  read -r GW_PORT AUTH_PORT EMAIL_PORT CALENDAR_PORT LEGACY_PORT COLLECTOR_PORT < <("$LUAJIT" -e '
     local socket = require "socket"
     local s, p = {}, {}
-    for i = 1, 5 do s[i] = assert(socket.bind("127.0.0.1", 0)); p[i] = select(2, s[i]:getsockname()) end
-    for i = 1, 5 do s[i]:close() end
+    for i = 1, 6 do s[i] = assert(socket.bind("127.0.0.1", 0)); p[i] = select(2, s[i]:getsockname()) end
+    for i = 1, 6 do s[i]:close() end
     print(table.concat(p, " "))')
-  echo "note: port(s)$busy in use; using gateway $GW_PORT, auth $AUTH_PORT, email $EMAIL_PORT, calendar $CALENDAR_PORT, legacy $LEGACY_PORT"
+  echo "note: port(s)$busy in use; using gateway $GW_PORT, auth $AUTH_PORT, email $EMAIL_PORT, calendar $CALENDAR_PORT, legacy $LEGACY_PORT, collector $COLLECTOR_PORT"
 fi
 
 # --- files -------------------------------------------------------------------
-rm -rf "$DEMO_DIR/gateway" "$DEMO_DIR/mocks"
+rm -rf "$DEMO_DIR/gateway" "$DEMO_DIR/mocks" "$DEMO_DIR/collector"
+mkdir -p "$DEMO_DIR/collector"
 for d in gateway mocks; do
   mkdir -p "$DEMO_DIR/$d/conf" "$DEMO_DIR/$d/logs" "$DEMO_DIR/$d/tmp"
   chmod 0755 "$DEMO_DIR/$d" "$DEMO_DIR/$d/tmp"   # workers run as nobody when started as root
@@ -62,6 +63,7 @@ CONFIG=$DEMO_DIR/gateway/conf/auth-router.json
 sed -e "s/127\.0\.0\.1:8001/127.0.0.1:$AUTH_PORT/g" \
     -e "s/127\.0\.0\.1:8002/127.0.0.1:$EMAIL_PORT/g" \
     -e "s/127\.0\.0\.1:8003/127.0.0.1:$CALENDAR_PORT/g" \
+    -e "s/\"port\": 8005/\"port\": $COLLECTOR_PORT/" \
     "$ROOT/examples/demo-config.json" > "$CONFIG"
 
 "$LUAJIT" "$FIXTURES/render_conf.lua" mocks daemon=off log_level=notice \
@@ -74,13 +76,13 @@ sed -e "s/127\.0\.0\.1:8001/127.0.0.1:$AUTH_PORT/g" \
   > "$DEMO_DIR/gateway/conf/nginx.conf"
 
 # --- processes ---------------------------------------------------------------
-MOCKS_PID="" GW_PID=""
+MOCKS_PID="" GW_PID="" COLLECTOR_PID=""
 stop_all() {
   trap - EXIT INT TERM
-  for pid in $GW_PID $MOCKS_PID; do
+  for pid in $GW_PID $MOCKS_PID $COLLECTOR_PID; do
     kill -TERM "$pid" 2>/dev/null || true
   done
-  for pid in $GW_PID $MOCKS_PID; do
+  for pid in $GW_PID $MOCKS_PID $COLLECTOR_PID; do
     wait "$pid" 2>/dev/null || true
   done
 }
@@ -105,6 +107,13 @@ start() {
   port_busy "$port" || { echo "demo: $name does not answer on port $port" >&2; return 1; }
 }
 
+# the log collector (spec/fixtures/collector.lua): one record per line in records.ndjson
+"$LUAJIT" "$FIXTURES/collector.lua" dir="$DEMO_DIR/collector" port="$COLLECTOR_PORT" \
+  watch=$$ lifetime=86400 &
+COLLECTOR_PID=$!
+for ((i = 0; i < 250; i++)); do [[ -s $DEMO_DIR/collector/ready ]] && break; sleep 0.02; done
+[[ -s $DEMO_DIR/collector/ready ]] || { echo "demo: the log collector did not start" >&2; exit 1; }
+
 start mocks "$AUTH_PORT"
 for p in $EMAIL_PORT $CALENDAR_PORT $LEGACY_PORT; do
   for ((i = 0; i < 100; i++)); do port_busy "$p" && break; sleep 0.02; done
@@ -117,6 +126,7 @@ cat <<EOF
 auth-router demo: plain nginx + lua-nginx-module, plugin from $TREE
   gateway   $GW   (config: $CONFIG)
   mocks     auth 127.0.0.1:$AUTH_PORT, email :$EMAIL_PORT, calendar :$CALENDAR_PORT, legacy :$LEGACY_PORT (default target)
+  collector 127.0.0.1:$COLLECTOR_PORT (records: $DEMO_DIR/collector/records.ndjson)
   logs      $DEMO_DIR/gateway/logs/error.log, $DEMO_DIR/mocks/logs/error.log
 
 EOF
@@ -155,6 +165,14 @@ echo
 show "no credential: 401 at the edge, no auth call" "$GW/send"
 show "rejected credential: the auth service's 401 and WWW-Authenticate" \
   -H 'Authorization: Bearer deny' "$GW/send"
+show "a form post: its password field is redacted in the log record" \
+  -H 'Authorization: Bearer good-alice' --data 'user=alice&password=hunter2' "$GW/send"
+sleep 0.5   # the log timer flushes every 200 ms
+RECORDS=$DEMO_DIR/collector/records.ndjson
+echo "# the log collector received $(wc -l < "$RECORDS") records; the last one:"
+tail -n 1 "$RECORDS" | cut -c1-600
+echo
+echo
 show "native counters of the worker that answers" "$GW/__stats"
 
 bad=$(grep -cE '\[(emerg|alert|crit|error|warn)\]' "$DEMO_DIR/gateway/logs/error.log" || true)
