@@ -7,23 +7,23 @@
 --   body_filter_by_lua_block   { require("auth_router.openresty").body_filter() }
 --   log_by_lua_block           { require("auth_router.openresty").log() }
 
-local core  = require "auth_router"
+local core     = require "auth_router"
 local cjson    = require "cjson.safe"
 local balancer = require "ngx.balancer"
 
-local ngx    = ngx
+local ngx      = ngx
 local type     = type
 local pairs    = pairs
 local ipairs   = ipairs
 local pcall    = pcall
 local tostring = tostring
 local tonumber = tonumber
-local error  = error
-local encode = cjson.encode
+local error    = error
+local encode   = cjson.encode
 
 local BAD_PATH_MESSAGE = "Invalid request path"
-local CTX_KEY    = "auth_router"
-local TARGET_VAR = "auth_router_target"
+local CTX_KEY          = "auth_router"
+local TARGET_VAR       = "auth_router_target"
 
 local _M = {
   VERSION = core.VERSION,

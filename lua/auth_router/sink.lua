@@ -70,8 +70,8 @@ local function deliver(sink, payload)
 end
 
 
--- Sends what is due. With `draining` (the worker is exiting) every batch is
--- tried once, without backoff.
+-- Sends what is due. With `draining` (the worker is exiting) batches are sent
+-- without waiting for a backoff, until one fails.
 local function flush(plugin, sink, draining)
   while true do
     local now = ngx.now()
@@ -79,16 +79,25 @@ local function flush(plugin, sink, draining)
     if not id then
       return
     end
-    local ok, err = deliver(sink, payload)
+    -- Every taken batch must be acked or failed, even if deliver raises:
+    -- the queue keeps one batch in flight and would otherwise stall.
+    local pok, ok, err = pcall(deliver, sink, payload)
+    if not pok then
+      ok, err = nil, ok
+    end
     ngx.update_time()
     if ok then
       plugin:log_ack(id)
     else
       log_failure(sink, err)
-      plugin:log_fail(id, ngx.now(), draining)
-      if not draining then
-        return -- the next attempt waits for its backoff
+      plugin:log_fail(id, ngx.now())
+      if draining then
+        -- The worker is exiting and the collector fails: what is left dies
+        -- with the worker. Say how much, never silently.
+        ngx.log(ngx.ERR, "[auth-router] worker exiting: ", plugin:log_pending(),
+                " log record(s) not delivered to ", sink.addr)
       end
+      return -- the next attempt waits for its backoff
     end
   end
 end
