@@ -95,12 +95,9 @@ mod ffi {
                     let p = &this.0;
                     let mut ex = p.begin(&method.to_str()?, &uri.to_str()?, start_ms as u64);
                     fault::maybe_panic_in_access();
-                    let ncred = p.config.auth.credential_headers.len();
-                    let mut values: Vec<Option<Vec<u8>>> = values.into_iter().map(bytes).collect();
-                    let nvalues = ncred + p.config.auth.forward_headers.len();
-                    values.resize(nvalues, None);
-                    let forwarded = values.split_off(ncred);
-                    let step = p.lookup(&mut ex, values, forwarded, now);
+                    let (creds, forwarded) =
+                        p.split_values(values.into_iter().map(bytes).collect());
+                    let step = p.lookup(&mut ex, creds, forwarded, now);
                     Ok((
                         Ctx {
                             plugin: p.clone(),
@@ -128,12 +125,9 @@ mod ffi {
                 "cache_key",
                 |_, this, values: Variadic<Option<LuaString>>| {
                     let p = &this.0;
-                    let ncred = p.config.auth.credential_headers.len();
-                    let mut v: Vec<Option<Vec<u8>>> = values.into_iter().map(bytes).collect();
-                    v.resize(ncred + p.config.auth.forward_headers.len(), None);
-                    let c: Vec<Option<&[u8]>> = v[..ncred].iter().map(Option::as_deref).collect();
-                    let f: Vec<Option<&[u8]>> = v[ncred..].iter().map(Option::as_deref).collect();
-                    Ok(p.cache_key(&c, &f).map(|k| k.hex()))
+                    let (creds, forwarded) =
+                        p.split_values(values.into_iter().map(bytes).collect());
+                    Ok(p.key_for(&creds, &forwarded).map(|k| k.hex()))
                 },
             );
             // plugin:purge_key(hex)

@@ -161,6 +161,45 @@ impl Plugin {
         step
     }
 
+    /// A cached verdict decides the request: an allow counts under `tier`
+    /// (L1 or L2 hits), a deny as a negative hit.
+    fn take_hit(ex: &mut Exchange, verdict: Verdict, tier: &stats::Counter) -> Step {
+        let status = match verdict {
+            Verdict::Allow(_) => {
+                tier.incr();
+                CacheStatus::Hit
+            }
+            Verdict::Deny(_) => {
+                stats::NEGATIVE_HITS.incr();
+                CacheStatus::Negative
+            }
+        };
+        Self::take_verdict(ex, verdict, status)
+    }
+
+    /// The fresh L1 verdict for `key`, if any.
+    fn fresh_l1(&self, key: &CacheKey, now: f64) -> Option<Verdict> {
+        self.with_cache(|c| c.get_fresh(key, now).map(|e| e.verdict.clone()))
+            .flatten()
+    }
+
+    /// Splits the values of the credential headers then the forwarded
+    /// headers, in config order, padding missing ones with `None`.
+    pub fn split_values(&self, mut values: HeaderValues) -> (HeaderValues, HeaderValues) {
+        let auth = &self.config.auth;
+        let ncred = auth.credential_headers.len();
+        values.resize(ncred + auth.forward_headers.len(), None);
+        let forwarded = values.split_off(ncred);
+        (values, forwarded)
+    }
+
+    /// [`Plugin::cache_key`] for owned header values.
+    pub fn key_for(&self, creds: &HeaderValues, forwarded: &HeaderValues) -> Option<CacheKey> {
+        let c: Vec<Option<&[u8]>> = creds.iter().map(Option::as_deref).collect();
+        let f: Vec<Option<&[u8]>> = forwarded.iter().map(Option::as_deref).collect();
+        self.cache_key(&c, &f)
+    }
+
     /// First step: looks the credential up in L1.
     pub fn lookup(
         &self,
@@ -169,31 +208,14 @@ impl Plugin {
         forwarded: HeaderValues,
         now: f64,
     ) -> Step {
-        let key = {
-            let c: Vec<Option<&[u8]>> = creds.iter().map(Option::as_deref).collect();
-            let f: Vec<Option<&[u8]>> = forwarded.iter().map(Option::as_deref).collect();
-            self.cache_key(&c, &f)
-        };
+        let key = self.key_for(&creds, &forwarded);
         let Some(key) = key else {
             stats::NO_CREDENTIAL.incr();
             ex.set_cache_status(CacheStatus::None);
             return Step::NoCredential;
         };
-        let hit = self
-            .with_cache(|c| c.get_fresh(&key, now).map(|e| e.verdict.clone()))
-            .flatten();
-        if let Some(verdict) = hit {
-            let status = match verdict {
-                Verdict::Allow(_) => {
-                    stats::L1_HITS.incr();
-                    CacheStatus::Hit
-                }
-                Verdict::Deny(_) => {
-                    stats::NEGATIVE_HITS.incr();
-                    CacheStatus::Negative
-                }
-            };
-            return Self::take_verdict(ex, verdict, status);
+        if let Some(verdict) = self.fresh_l1(&key, now) {
+            return Self::take_hit(ex, verdict, &stats::L1_HITS);
         }
         ex.set_pending(key, creds, forwarded);
         Step::Miss
@@ -205,18 +227,8 @@ impl Plugin {
         let Some(key) = ex.pending_key() else {
             return Step::Miss;
         };
-        let hit = self
-            .with_cache(|c| c.get_fresh(&key, now).map(|e| e.verdict.clone()))
-            .flatten();
-        match hit {
-            Some(v @ Verdict::Allow(_)) => {
-                stats::L1_HITS.incr();
-                Self::take_verdict(ex, v, CacheStatus::Hit)
-            }
-            Some(v @ Verdict::Deny(_)) => {
-                stats::NEGATIVE_HITS.incr();
-                Self::take_verdict(ex, v, CacheStatus::Negative)
-            }
+        match self.fresh_l1(&key, now) {
+            Some(verdict) => Self::take_hit(ex, verdict, &stats::L1_HITS),
             None => Step::Miss,
         }
     }
@@ -237,17 +249,7 @@ impl Plugin {
         if !fresh {
             return Step::Miss;
         }
-        let status = match verdict {
-            Verdict::Allow(_) => {
-                stats::L2_HITS.incr();
-                CacheStatus::Hit
-            }
-            Verdict::Deny(_) => {
-                stats::NEGATIVE_HITS.incr();
-                CacheStatus::Negative
-            }
-        };
-        Self::take_verdict(ex, verdict, status)
+        Self::take_hit(ex, verdict, &stats::L2_HITS)
     }
 
     /// Third step: the HTTP/1.1 request to send to the auth service.
