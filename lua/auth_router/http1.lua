@@ -22,15 +22,11 @@ local function failure(sock, err)
 end
 
 
---- request(conn, bytes, max_bytes) -> parser | nil, kind, detail
--- Sends `bytes` (an encoded request) to `conn` = { host, port, tls,
--- ssl_verify, server_name, timeout_ms, keepalive_ms, pool_size, pool } and
--- reads one whole response into a native parser. The connection goes back
--- to the keepalive pool only when the response was read completely and the
--- server allows reuse. `kind` is "timeout", "unreachable" or "bad_response";
--- `detail` never contains request data.
--- Context: rewrite, access, content, timer (cosockets).
-function _M.request(conn, bytes, max_bytes)
+--- connect(conn) -> sock | nil, kind, detail
+-- A connected (and, for conn.tls, encrypted) cosocket to `conn` = { host,
+-- port, tls, ssl_verify, server_name, timeout_ms, pool_size, pool }, from
+-- the keepalive pool when one is idle. `kind` is "timeout" or "unreachable".
+function _M.connect(conn)
   local sock = ngx.socket.tcp()
   local t = conn.timeout_ms
   sock:settimeouts(t, t, t)
@@ -47,8 +43,25 @@ function _M.request(conn, bytes, max_bytes)
       return failure(sock, err)
     end
   end
+  return sock
+end
 
-  ok, err = sock:send(bytes)
+
+--- request(conn, bytes, max_bytes) -> parser | nil, kind, detail
+-- Sends `bytes` (an encoded request) to `conn` = { host, port, tls,
+-- ssl_verify, server_name, timeout_ms, keepalive_ms, pool_size, pool } and
+-- reads one whole response into a native parser. The connection goes back
+-- to the keepalive pool only when the response was read completely and the
+-- server allows reuse. `kind` is "timeout", "unreachable" or "bad_response";
+-- `detail` never contains request data.
+-- Context: rewrite, access, content, timer (cosockets).
+function _M.request(conn, bytes, max_bytes)
+  local sock, kind, detail = _M.connect(conn)
+  if not sock then
+    return nil, kind, detail
+  end
+
+  local ok, err = sock:send(bytes)
   if not ok then
     return failure(sock, err)
   end

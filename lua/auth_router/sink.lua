@@ -45,22 +45,11 @@ local function deliver(sink, payload)
     return true
   end
 
-  local sock = ngx.socket.tcp()
-  local t = sink.timeout_ms
-  sock:settimeouts(t, t, t)
-  local ok, err = sock:connect(sink.host, sink.port, { pool = sink.pool, pool_size = sink.pool_size })
-  if not ok then
-    sock:close()
-    return nil, "connect: " .. tostring(err)
+  local sock, kind, detail = http1.connect(sink)
+  if not sock then
+    return nil, kind .. ": " .. tostring(detail)
   end
-  if sink.tls and sock:getreusedtimes() == 0 then
-    ok, err = sock:sslhandshake(nil, sink.host, sink.ssl_verify)
-    if not ok then
-      sock:close()
-      return nil, "tls: " .. tostring(err)
-    end
-  end
-  ok, err = sock:send(payload)
+  local ok, err = sock:send(payload)
   if not ok then
     sock:close()
     return nil, "send: " .. tostring(err)
