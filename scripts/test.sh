@@ -43,14 +43,12 @@ cargo_tests() {
   fi
 }
 
-# busted: read its "N successes / N failures / N errors" summary.
+# busted: run a suite, read its "N successes / N failures / N errors" summary.
 busted_suite() {
-  local name=$1 dir=$2 out="$LOGDIR/busted-$1.log" rc
-  section "busted $name ($dir)"
-  LUA_PATH="$TREE/share/lua/5.1/?.lua;$TREE/share/lua/5.1/?/init.lua;;" \
-  LUA_CPATH="$TREE/lib/lua/5.1/?.so;;" \
-  AUTH_ROUTER_TREE="$TREE" \
-    busted --lua=luajit -o utfTerminal "$dir" 2>&1 | tee "$out"
+  local name=$1; shift
+  local out="$LOGDIR/busted-$name.log" rc
+  section "busted $name"
+  "$@" 2>&1 | tee "$out"
   rc=${PIPESTATUS[0]}
   local summary s f e
   summary=$(grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1)
@@ -65,6 +63,14 @@ busted_suite() {
   fi
 }
 
+# busted on LuaJIT with the plugin loaded from the fresh tree.
+tree_busted() {
+  LUA_PATH="$TREE/share/lua/5.1/?.lua;$TREE/share/lua/5.1/?/init.lua;;" \
+  LUA_CPATH="$TREE/lib/lua/5.1/?.so;;" \
+  AUTH_ROUTER_TREE="$TREE" \
+    busted --lua=luajit -o utfTerminal "$@"
+}
+
 install_tree() {
   rm -f auth_router_native.so
   luarocks --lua-version=5.1 make --tree "$TREE" kong-plugin-auth-router-0.1.0-1.rockspec >"$LOGDIR/luarocks.log" 2>&1 \
@@ -76,11 +82,19 @@ check "cargo fmt --check" cargo fmt --check
 check "cargo clippy" cargo clippy --locked --all-targets -- -D warnings
 cargo_tests
 check "luacheck" luacheck -q lua spec $([ -d bench ] && echo bench)
+# The distribution files, with the tools that read them (Debian packages).
+if command -v docker-compose >/dev/null; then
+  check "docker-compose config -q" docker-compose config -q
+fi
+if command -v deck >/dev/null; then
+  check "deck validate examples/kong.yml" deck validate -s examples/kong.yml
+fi
 check "luarocks make (fresh tree)" install_tree
 if [ -f "$TREE/lib/lua/5.1/auth_router_native.so" ]; then
-  busted_suite unit spec/unit
-  busted_suite openresty spec/openresty
-  busted_suite kong spec/kong
+  busted_suite unit tree_busted spec/unit
+  busted_suite openresty tree_busted spec/openresty
+  # real Kong 3.9.3 (../shared/kong), Kong's spec.helpers; see the script
+  busted_suite kong bash scripts/kong-test.sh
 else
   failed=$((failed + 1)); failures+=("busted (no installed tree)")
 fi

@@ -54,6 +54,9 @@ pub struct Account {
     pub response_headers: Vec<(String, String)>,
     /// How many header values were dropped (CR/LF/NUL, too long, not scalar).
     pub dropped_headers: u32,
+    /// The value matched against a Kong consumer (`consumer.pointer`), when
+    /// consumer mapping is on and the account holds a string or number there.
+    pub consumer: Option<String>,
 }
 
 /// A 401/403 verdict.
@@ -80,12 +83,21 @@ impl Account {
         let mut dropped = 0;
         let upstream_headers = render_headers(&config.upstream_headers, &object, &mut dropped);
         let response_headers = render_headers(&config.response_headers, &object, &mut dropped);
+        let consumer =
+            config
+                .consumer
+                .as_ref()
+                .and_then(|c| match object.pointer(c.pointer.as_str()) {
+                    Some(v @ (Value::String(_) | Value::Number(_))) => scalar(v),
+                    _ => None,
+                });
         Account {
             id,
             object,
             upstream_headers,
             response_headers,
             dropped_headers: dropped,
+            consumer,
         }
     }
 }
@@ -403,6 +415,24 @@ mod tests {
         );
         assert!(acc.response_headers.is_empty());
         assert_eq!(acc.dropped_headers, 3);
+    }
+
+    #[test]
+    fn consumer_value_is_a_string_or_number_at_the_pointer_when_mapping_is_on() {
+        let off = config(json!({}));
+        let r = response(200, &[], r#"{"id": "a1", "login": "ann", "n": 7, "o": {}}"#);
+        assert_eq!(allow(&interpret(&off, &r, 0.0).expect("ok")).consumer, None);
+        for (pointer, want) in [
+            ("/id", Some("a1")),
+            ("/login", Some("ann")),
+            ("/n", Some("7")),
+            ("/o", None),
+            ("/missing", None),
+        ] {
+            let c = config(json!({"consumer": {"by": "username", "pointer": pointer}}));
+            let a = interpret(&c, &r, 0.0).expect("ok");
+            assert_eq!(allow(&a).consumer.as_deref(), want, "{pointer}");
+        }
     }
 
     #[test]

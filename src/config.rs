@@ -266,10 +266,43 @@ pub struct Config {
     pub route_header: Option<HeaderName>,
     /// Strip credential headers before proxying.
     pub hide_credentials: bool,
+    /// The Kong consumer an account maps to, when mapping is on (Kong only).
+    pub consumer: Option<ConsumerMapping>,
     /// Logging, when enabled.
     pub log: Option<Log>,
     /// The normalized config: the input with every default filled in.
     pub normalized: Value,
+}
+
+/// Which Kong consumer field an account value is matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerBy {
+    /// The consumer's `username`.
+    Username,
+    /// The consumer's `custom_id`.
+    CustomId,
+}
+
+impl ConsumerBy {
+    /// The config spelling (`username`, `custom_id`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerBy::Username => "username",
+            ConsumerBy::CustomId => "custom_id",
+        }
+    }
+}
+
+/// How an allowed account becomes a Kong consumer (`consumer.by` set).
+/// Plain OpenResty has no consumers and ignores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerMapping {
+    /// The consumer field matched.
+    pub by: ConsumerBy,
+    /// The account field whose value is matched (a string or a number).
+    pub pointer: Pointer,
+    /// The consumer (id or username) used when none matches; none: 403.
+    pub anonymous: Option<String>,
 }
 
 /// Parses a JSON text and compiles it; see [`compile`].
@@ -316,6 +349,7 @@ fn read_config(f: &mut Fields<'_>) -> Option<Config> {
     });
     let route_header = f.optional("route_header", header_name);
     let hide_credentials = f.with_default("hide_credentials", json!(false), false, boolean);
+    let consumer = f.record("consumer", false, read_consumer).flatten();
     let log = f
         .record("log", false, |l| read_log(l, auth.as_ref()))
         .flatten();
@@ -352,6 +386,7 @@ fn read_config(f: &mut Fields<'_>) -> Option<Config> {
             .collect::<Option<_>>()?,
         route_header,
         hide_credentials,
+        consumer: consumer?,
         log: log?,
         normalized: Value::Null,
     })
@@ -447,6 +482,27 @@ fn read_api_version(f: &mut Fields<'_>) -> Option<ApiVersion> {
         account_pointer: account_pointer?,
         default,
     })
+}
+
+/// `Some(None)`: valid and off (`by` is null).
+fn read_consumer(f: &mut Fields<'_>) -> Option<Option<ConsumerMapping>> {
+    let by = f.optional("by", |v| {
+        one_of(&["username", "custom_id"])(v).map(|b| {
+            if b == "username" {
+                ConsumerBy::Username
+            } else {
+                ConsumerBy::CustomId
+            }
+        })
+    });
+    let pointer = f.with_default("pointer", json!("/id"), None, |v| pointer(v).map(Some));
+    let anonymous = f.optional("anonymous", nonempty_string);
+    let pointer = pointer?;
+    Some(by.map(|by| ConsumerMapping {
+        by,
+        pointer,
+        anonymous,
+    }))
 }
 
 fn read_route(f: &mut Fields<'_>) -> Option<Route> {
@@ -858,6 +914,37 @@ mod tests {
             Err(ConfigError::Invalid(e)) => e.iter().map(ToString::to_string).collect(),
             Err(e) => vec![e.to_string()],
         }
+    }
+
+    #[test]
+    fn consumer_mapping_is_off_by_default_and_checked_when_on() {
+        let c = compile(minimal()).expect("valid");
+        assert_eq!(c.consumer, None);
+        assert_eq!(
+            c.normalized["consumer"],
+            json!({"by": null, "pointer": "/id", "anonymous": null})
+        );
+        let mut on = minimal();
+        on["consumer"] = json!({"by": "custom_id", "pointer": "/login", "anonymous": "guest"});
+        let c = compile(on).expect("valid");
+        assert_eq!(
+            c.consumer,
+            Some(ConsumerMapping {
+                by: ConsumerBy::CustomId,
+                pointer: Pointer("/login".into()),
+                anonymous: Some("guest".into()),
+            })
+        );
+        let mut bad = minimal();
+        bad["consumer"] = json!({"by": "id", "pointer": "login", "anonymous": ""});
+        assert_eq!(
+            errors(bad),
+            vec![
+                "consumer.by: expected one of: username, custom_id",
+                "consumer.pointer: 'login' is not a JSON pointer (must be empty or start with '/')",
+                "consumer.anonymous: must not be empty",
+            ]
+        );
     }
 
     #[test]

@@ -331,6 +331,11 @@ mod ffi {
             methods.add_method("account_id", |_, this, ()| {
                 Ok(this.ex.account().map(|a| a.id.clone()))
             });
+            // ctx:consumer_value() -> the account value matched against a Kong
+            // consumer (consumer.pointer) | nil
+            methods.add_method("consumer_value", |_, this, ()| {
+                Ok(this.ex.account().and_then(|a| a.consumer.clone()))
+            });
             // ctx:cache_status() -> "hit" | "miss" | "stale" | "negative" | "none"
             methods.add_method("cache_status", |_, this, ()| {
                 Ok(this.ex.cache_status().as_str())

@@ -524,6 +524,20 @@ local function respond_headers(exchange)
 end
 
 
+local function record_status(exchange)
+  exchange:response(ngx.status)
+end
+
+
+--- refuse(ctx): the adapter ends an authenticated request with its own error
+-- (a route that cannot be applied, a path that cannot be rewritten): that
+-- answer is the gateway's, so it gets no account response headers.
+-- Context: access, after access() let the request through.
+function _M.refuse(ctx)
+  ctx.refused = true
+end
+
+
 --- header_filter phase: records the status, adds the account's response
 -- headers. Never fails the response.
 function _M.header_filter(ctx)
@@ -532,7 +546,7 @@ function _M.header_filter(ctx)
     return
   end
   -- No closure here: creating one per request keeps LuaJIT from compiling.
-  local ok, err = pcall(respond_headers, exchange)
+  local ok, err = pcall(ctx.refused and record_status or respond_headers, exchange)
   if not ok then
     internal_error("header_filter", err)
   end
@@ -652,6 +666,15 @@ function _M.identity(ctx)
     return nil, "none"
   end
   return exchange:account_id(), exchange:cache_status()
+end
+
+
+--- consumer_value(ctx) -> string | nil
+-- After access() let the request through, with `consumer.by` set: the
+-- account's value at `consumer.pointer` (a string, or a number as text).
+function _M.consumer_value(ctx)
+  local exchange = ctx.exchange
+  return exchange and exchange:consumer_value()
 end
 
 

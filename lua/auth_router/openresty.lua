@@ -125,6 +125,7 @@ function _M.access()
       local ok, err = pcall(ngx.req.set_uri, route.path)
       if not ok then
         ngx.log(ngx.INFO, "[auth-router] cannot rewrite path for route '", route.name, "': ", err)
+        core.refuse(ctx)
         return respond(400, { message = BAD_PATH_MESSAGE })
       end
     end

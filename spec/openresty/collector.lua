@@ -125,7 +125,7 @@ Collector.__index = Collector
 -- Starts the process; waits for its ready file. `port` 0: a free one.
 function Collector:_launch(port)
   os.remove(self.dir .. "/ready")
-  local cmd = LUAJIT .. " " .. shell_quote(SCRIPT)
+  local cmd = self.luajit .. " " .. shell_quote(SCRIPT)
               .. " dir=" .. shell_quote(self.dir)
               .. " host=127.0.0.1 port=" .. tostring(port)
               .. " lifetime=" .. tostring(self.lifetime)
@@ -156,6 +156,8 @@ end
 --   port      listen port (default: a free one, chosen by the kernel)
 --   status    http answer status (default 200; see set_status)
 --   lifetime  seconds before it exits by itself (default 300)
+--   luajit    the command that runs the collector script (default
+--             $AUTH_ROUTER_LUAJIT or luajit); it needs luasocket and lua-cjson
 -- Returns an object with port, host, url, dir, pid and the methods below.
 function _M.start(opts)
   opts = opts or {}
@@ -165,6 +167,7 @@ function _M.start(opts)
     dir = out:match("[^\n]+"),
     host = "127.0.0.1",
     lifetime = opts.lifetime or LIFETIME,
+    luajit = opts.luajit or LUAJIT,
     offset = 0,        -- records.ndjson bytes parsed so far
     _parsed = {},      -- records decoded so far
     _texts = {},       -- their lines

@@ -8,10 +8,14 @@
 
 local core          = require "auth_router"
 local plugin_config = require "kong.plugins.auth-router.plugin_config"
+local hostname_type = require("kong.tools.ip").hostname_type
+local HEADERS       = require("kong.constants").HEADERS
 
 
 local kong       = kong
+local ngx        = ngx
 local pcall      = pcall
+local null       = ngx.null
 local plugin_for = plugin_config.plugin_for
 
 
@@ -20,6 +24,7 @@ local INTERNAL_ERROR_MESSAGE = "An unexpected error occurred"
 local ROUTE_ERROR_STATUS     = 503
 local ROUTE_ERROR_MESSAGE    = "No upstream available for this route"
 local BAD_PATH_MESSAGE       = "Invalid request path"
+local NO_CONSUMER_MESSAGE    = "Forbidden"
 
 
 local AuthRouterHandler = {
@@ -34,14 +39,33 @@ local AuthRouterHandler = {
 }
 
 
+-- Kong decides once, from the Service's host, whether the balancer resolves a
+-- name (balancer_data.type), and neither set_target nor set_upstream revisits
+-- that decision (Kong/kong#12201): a name target or an Upstream reached from a
+-- Service whose host is an IP fails with "no host allowed". We record the type
+-- of the host we set, as Kong's runloop does for a Service's host. This is the
+-- one place the plugin touches Kong internals (ngx.ctx.balancer_data); it is
+-- pinned by spec/kong/03-routing_spec.lua against real Kong.
+local function set_balancer_host_type(host)
+  local balancer_data = ngx.ctx.balancer_data
+  if balancer_data then
+    balancer_data.type = hostname_type(host)
+  end
+end
+
+
 -- Sends the request where the matched route says. A decision that cannot be
 -- applied (an unknown Upstream) is a 5xx with the reason logged, never a
--- silent fallback to the configured service.
+-- silent fallback to the configured service. kong.service.set_target returns
+-- nothing and raises on bad input (kong/pdk/service.lua); set_upstream
+-- returns true or nil, err.
 local function apply_route(route)
   local ok, err
   if route.port then
-    ok, err = kong.service.set_target(route.host, route.port)
+    ok, err = pcall(kong.service.set_target, route.host, route.port)
     if ok then
+      -- set_target sent Host: <host>; a client reaching host:port directly
+      -- would send the port too (RFC 9110 7.2), unless it is the default.
       local default_port = route.port == 80 or route.port == 443
       kong.service.request.set_header("Host", default_port and route.host
                                               or route.host .. ":" .. route.port)
@@ -51,16 +75,86 @@ local function apply_route(route)
   end
   if not ok then
     kong.log.err("route '", route.name, "' cannot be applied: ", err)
+    core.refuse(kong.ctx.plugin)
     return kong.response.exit(ROUTE_ERROR_STATUS, { message = ROUTE_ERROR_MESSAGE })
   end
+  set_balancer_host_type(route.host)
   if route.path then
     -- a decoded client path may hold bytes a request line cannot carry
     ok, err = pcall(kong.service.request.set_path, route.path)
     if not ok then
       kong.log.info("route '", route.name, "' cannot rewrite the path: ", err)
+      core.refuse(kong.ctx.plugin)
       return kong.response.exit(400, { message = BAD_PATH_MESSAGE })
     end
   end
+end
+
+
+local function select_consumer(by, value)
+  local consumers = kong.db.consumers
+  if by == "username" then
+    return consumers:select_by_username(value)
+  end
+  return consumers:select_by_custom_id(value)
+end
+
+
+-- The consumer-identifying headers upstream, as Kong's key-auth sets them
+-- (kong/plugins/key-auth/handler.lua): each is set or cleared, so a client
+-- cannot supply them.
+local function set_consumer_headers(consumer, anonymous)
+  local request = kong.service.request
+  local function set(name, value)
+    if value == nil or value == null then
+      request.clear_header(name)
+    else
+      request.set_header(name, value)
+    end
+  end
+  set(HEADERS.CONSUMER_ID, consumer.id)
+  set(HEADERS.CONSUMER_CUSTOM_ID, consumer.custom_id)
+  set(HEADERS.CONSUMER_USERNAME, consumer.username)
+  set(HEADERS.ANONYMOUS, anonymous or nil)
+end
+
+
+-- The Kong consumer for an allowed account (consumer.by set), through Kong's
+-- cache: a match by username or custom_id is cached for auth.ttl_s (found or
+-- not), so a consumer change shows within that time with a database, and at
+-- once in DB-less mode, where a new config empties the cache. With no match,
+-- the `anonymous` consumer (id or username, as key-auth's `anonymous`).
+-- Returns consumer | nil (deny) | nil, err.
+local function consumer_for(conf, value)
+  local mapping = conf.consumer
+  local consumer, err
+  if value then
+    local key = "auth-router:consumer:" .. mapping.by .. ":" .. value
+    local ttl = conf.auth.ttl_s
+    consumer, err = kong.cache:get(key, { ttl = ttl, neg_ttl = ttl }, select_consumer,
+                                   mapping.by, value)
+    if err then
+      return nil, "cannot load the consumer with " .. mapping.by .. " '" .. value .. "': " .. err
+    end
+  end
+  if consumer then
+    set_consumer_headers(consumer, false)
+    return consumer
+  end
+  local anonymous = mapping.anonymous
+  if anonymous == null or anonymous == nil then
+    return nil
+  end
+  consumer, err = kong.cache:get(kong.db.consumers:cache_key(anonymous), nil,
+                                 kong.client.load_consumer, anonymous, true)
+  if err then
+    return nil, "cannot load the anonymous consumer '" .. anonymous .. "': " .. err
+  end
+  if not consumer then
+    return nil, "anonymous consumer '" .. anonymous .. "' is configured but does not exist"
+  end
+  set_consumer_headers(consumer, true)
+  return consumer
 end
 
 
@@ -80,7 +174,22 @@ function AuthRouterHandler:access(conf)
   -- credential) and loggers see the identity, and later plugins can read
   -- the account id and cache status.
   local account_id, cache_status = core.identity(kong.ctx.plugin)
-  kong.client.authenticate(nil, { id = account_id })
+  local mapping = conf.consumer
+  if mapping and mapping.by ~= null and mapping.by ~= nil then
+    local consumer, cerr = consumer_for(conf, core.consumer_value(kong.ctx.plugin))
+    if cerr then
+      kong.log.err(cerr)
+      core.refuse(kong.ctx.plugin)
+      return kong.response.exit(INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE })
+    end
+    if not consumer then
+      core.refuse(kong.ctx.plugin)
+      return kong.response.exit(403, { message = NO_CONSUMER_MESSAGE })
+    end
+    kong.client.authenticate(consumer, { id = account_id })
+  else
+    kong.client.authenticate(nil, { id = account_id })
+  end
   local route = core.route(kong.ctx.plugin)
   kong.ctx.shared.auth_router = {
     account_id = account_id,

@@ -187,6 +187,26 @@ local AUTH = {
 
 -- `required = true` with every subfield defaulted or nullable: that is how
 -- Kong materializes an absent record with its defaults (as http-log's queue).
+-- Off until `by` is set. Kong only: plain OpenResty has no consumers.
+local CONSUMER = {
+  type = "record",
+  required = true,
+  description = "Map the account to a Kong consumer, so acl and consumer-scoped plugin configs apply.",
+  fields = {
+    { by = {
+        type = "string",
+        one_of = { "username", "custom_id" },
+        description = "The consumer field matched against the account's value; null turns mapping off.",
+    } },
+    { pointer = pointer("/id", "JSON pointer to the account's value matched against the consumer.") },
+    { anonymous = {
+        type = "string",
+        description = "Consumer id or username used when no consumer matches; null answers 403.",
+    } },
+  },
+}
+
+
 local API_VERSION = {
   type = "record",
   required = true,
@@ -408,6 +428,7 @@ return {
               default = false,
               description = "Whether to strip the credential headers before proxying.",
           } },
+          { consumer = CONSUMER },
           { log = LOG },
         },
         custom_validator = validate_config,
