@@ -71,6 +71,11 @@ tree_busted() {
     busted --lua=luajit -o utfTerminal "$@"
 }
 
+# tree_busted with the nginx of Kong's OpenResty build.
+kong_openresty() {
+  AUTH_ROUTER_NGINX="$kong_nginx" tree_busted "$@"
+}
+
 install_tree() {
   rm -f auth_router_native.so
   luarocks --lua-version=5.1 make --tree "$TREE" kong-plugin-auth-router-0.1.0-1.rockspec >"$LOGDIR/luarocks.log" 2>&1 \
@@ -95,6 +100,15 @@ if [ -f "$TREE/lib/lua/5.1/auth_router_native.so" ]; then
   busted_suite openresty tree_busted spec/openresty
   # real Kong 3.9.3 (../shared/kong), Kong's spec.helpers; see the script
   busted_suite kong bash scripts/kong-test.sh
+  # spec/openresty again on the OpenResty 1.25.3.2 that Kong's build brings
+  # (lua-nginx-module 0.10.26), next to Debian's nginx 1.22 (0.10.23) above
+  kong_nginx=${KONG_PREFIX:-/var/cache/kong-3.9.3}/openresty/nginx/sbin/nginx
+  if [ -x "$kong_nginx" ]; then
+    busted_suite openresty-1.25.3.2 kong_openresty spec/openresty
+  else
+    section "busted openresty-1.25.3.2"
+    echo "skipped: no OpenResty build at $kong_nginx (see spec/kong)"
+  fi
 else
   failed=$((failed + 1)); failures+=("busted (no installed tree)")
 fi

@@ -1,12 +1,9 @@
 -- auth-router's schema under Kong's own schema library (the DSL, entity
 -- checks, defaults and the native custom_validator together), as Kong's
--- http-log schema spec does. Runs only inside a Kong container (Pongo).
+-- http-log schema spec does. Runs in real Kong: scripts/kong-test.sh, or
+-- Pongo.
 
-local ok, helpers = pcall(require, "spec.helpers")
-if not ok then
-  print("spec/kong: skipped, needs Kong (run with Pongo)")
-  return
-end
+local helpers = require "spec.helpers"
 
 
 local PLUGIN_NAME = "auth-router"
@@ -93,6 +90,18 @@ describe(PLUGIN_NAME .. ": (schema)", function()
     })
     assert.is_nil(entity)
     assert.matches("api_version.path_prefix_pattern: invalid regex", err.config, 1, true)
+  end)
+
+  it("accepts consumer mapping and rejects an unknown consumer field", function()
+    local entity, err = validate({
+      auth = { url = "http://auth.test/" },
+      consumer = { by = "custom_id", pointer = "/login", anonymous = "guest" },
+    })
+    assert.is_nil(err)
+    assert.same({ by = "custom_id", pointer = "/login", anonymous = "guest" }, entity.config.consumer)
+    entity, err = validate({ auth = { url = "http://auth.test/" }, consumer = { by = "id" } })
+    assert.is_nil(entity)
+    assert.same({ config = { consumer = { by = "expected one of: username, custom_id" } } }, err)
   end)
 
   it("rejects duplicate route names", function()

@@ -30,6 +30,17 @@ local render = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".
 local helpers = {}
 
 local NGINX         = os.getenv("AUTH_ROUTER_NGINX") or "nginx"
+-- OpenResty's nginx (e.g. Kong's build) has lua-nginx-module built in.
+local MODULES do
+  local p = io.popen(NGINX .. " -V 2>&1")
+  local version = p and p:read("*a") or ""
+  if p then
+    p:close()
+  end
+  MODULES = version:find("openresty", 1, true) and "" or nil
+  -- only a --with-debug build writes debug-level lines
+  helpers.NGINX_DEBUG = version:find("--with-debug", 1, true) ~= nil
+end
 local KEEP_PREFIX   = os.getenv("AUTH_ROUTER_KEEP") == "1"
 local START_TIMEOUT = 5    -- seconds until a started nginx must answer
 local STOP_TIMEOUT  = 5    -- seconds for a graceful stop before SIGKILL
@@ -408,6 +419,7 @@ function helpers.start_mocks(opts)
     legacy_port = ports.legacy,
     workers = opts.workers or 1,
     log_level = opts.log_level or "info",
+    modules = MODULES,
   })
   local inst, err = launch("mocks", ports.auth, function() return conf end)
   if not inst then
@@ -593,6 +605,7 @@ function helpers.try_start(opts)
       stats_location = opts.stats_location,
       fault_location = opts.fault_location,
       listen_options = opts.listen_options,
+      modules = MODULES,
     })
     return conf, { ["conf/auth-router.json"] = config_text }
   end)

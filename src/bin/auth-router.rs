@@ -2,7 +2,7 @@
 //! with the plugin's own config compiler and router.
 //!
 //! ```text
-//! auth-router check CONFIG.json
+//! auth-router check [--openresty] CONFIG.json
 //! auth-router explain CONFIG.json --path /send [--method POST]
 //!     [--header x-api-version:v3]... --account ACCOUNT.json [--plugin N] [--json]
 //! ```
@@ -36,13 +36,15 @@ use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage:
-  auth-router check CONFIG.json
+  auth-router check [--openresty] CONFIG.json
   auth-router explain CONFIG.json --path PATH --account ACCOUNT.json
                       [--method METHOD] [--header NAME:VALUE]... [--plugin N] [--json]
   auth-router --version | --help
 
 check    validates CONFIG.json exactly as the plugin does: one `path: message`
-         line per error (exit 1), or `ok` (exit 0).
+         line per error (exit 1), or `ok` (exit 0). --openresty adds the plain
+         OpenResty adapter's rule: Kong Upstreams (routes[].upstream) do not
+         exist there.
 explain  shows which route a request takes and why each earlier route did not
          match. PATH is the request path (a query string is ignored). METHOD
          defaults to GET and is compared exactly (HTTP methods are
@@ -129,15 +131,21 @@ fn run(args: &[String], read: ReadFile<'_>) -> Output {
 }
 
 fn check(args: &[String], read: ReadFile<'_>) -> Result<String, CliError> {
-    let [file] = args else {
-        return Err(CliError::Usage(
-            "check takes exactly one CONFIG.json".into(),
-        ));
+    let (openresty, file) = match args {
+        [file] => (false, file),
+        [flag, file] | [file, flag] if flag == "--openresty" => (true, file),
+        _ => {
+            return Err(CliError::Usage(
+                "check takes [--openresty] and exactly one CONFIG.json".into(),
+            ))
+        }
     };
     let mut errors = Vec::new();
     for (place, result) in load_configs(file, read)? {
-        if let Err(e) = result {
-            errors.extend(error_lines(&place, e));
+        match result {
+            Err(e) => errors.extend(error_lines(&place, e)),
+            Ok(c) if openresty => errors.extend(openresty_errors(&place, &c)),
+            Ok(_) => {}
         }
     }
     if errors.is_empty() {
@@ -145,6 +153,28 @@ fn check(args: &[String], read: ReadFile<'_>) -> Result<String, CliError> {
     } else {
         Err(CliError::Invalid(errors))
     }
+}
+
+/// What the OpenResty adapter's `init()` refuses beyond the compiler, with
+/// its message (lua/auth_router/openresty.lua).
+fn openresty_errors(place: &str, c: &Config) -> Vec<String> {
+    let prefix = if place.is_empty() {
+        String::new()
+    } else {
+        format!("{place}.")
+    };
+    c.routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r.destination, Destination::Upstream(_)))
+        .map(|(i, _)| {
+            format!(
+                "{prefix}routes[{}].upstream: Kong upstreams are not available in plain \
+                 OpenResty, use target (host:port)",
+                i + 1
+            )
+        })
+        .collect()
 }
 
 /// A plugin config found in a file: where it is (`""` for a bare config,
@@ -465,6 +495,23 @@ mod tests {
     #[test]
     fn check_prints_ok_for_a_valid_config() {
         let out = run_with(&["check", "c.json"], &[("c.json", CONFIG)]);
+        assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"));
+    }
+
+    #[test]
+    fn check_openresty_refuses_upstream_routes_as_init_does() {
+        let out = run_with(&["check", "--openresty", "c.json"], &[("c.json", CONFIG)]);
+        assert_eq!(out.code, 1);
+        assert_eq!(
+            out.stdout,
+            "routes[1].upstream: Kong upstreams are not available in plain OpenResty, \
+             use target (host:port)\n"
+        );
+        let targets_only = CONFIG.replace(r#""upstream": "legacy""#, r#""target": "l:1""#);
+        let out = run_with(
+            &["check", "c.json", "--openresty"],
+            &[("c.json", &targets_only)],
+        );
         assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"));
     }
 
