@@ -145,8 +145,10 @@ pub struct Auth {
 pub struct ApiVersion {
     /// Request header carrying the version.
     pub header: HeaderName,
-    /// Regex on the path whose first capture group is the version.
-    pub path_prefix_pattern: Option<regex::Regex>,
+    /// Regex on the path whose first capture group is the version. On
+    /// bytes: a request path need not be UTF-8 (`.` still matches one UTF-8
+    /// character, never part of one).
+    pub path_prefix_pattern: Option<regex::bytes::Regex>,
     /// Account field holding the version.
     pub account_pointer: Pointer,
     /// Version when nothing else gives one.
@@ -817,9 +819,9 @@ fn dict_name(v: &Value) -> Check<String> {
     }
 }
 
-fn version_regex(v: &Value) -> Check<regex::Regex> {
+fn version_regex(v: &Value) -> Check<regex::bytes::Regex> {
     let s = nonempty_string(v)?;
-    let re = regex::Regex::new(&s).map_err(|e| format!("invalid regex: {e}"))?;
+    let re = regex::bytes::Regex::new(&s).map_err(|e| format!("invalid regex: {e}"))?;
     if re.captures_len() < 2 {
         return Err("must have a capture group for the version".into());
     }

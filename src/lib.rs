@@ -93,7 +93,8 @@ mod ffi {
                     Variadic<Option<LuaString>>,
                 )| {
                     let p = &this.0;
-                    let mut ex = p.begin(&method.to_str()?, &uri.to_str()?, start_ms as u64);
+                    // Bytes, not str: a client may send any byte in the URI.
+                    let mut ex = p.begin(&method.as_bytes(), &uri.as_bytes(), start_ms as u64);
                     fault::maybe_panic_in_access();
                     let (creds, forwarded) =
                         p.split_values(values.into_iter().map(bytes).collect());
@@ -300,9 +301,12 @@ mod ffi {
             methods.add_method_mut(
                 "route",
                 |lua, this, (path, version): (LuaString, Option<LuaString>)| {
-                    let path = path.to_str()?;
-                    let version = version.as_ref().map(|v| v.to_str()).transpose()?;
-                    let Some(a) = this.plugin.route(&mut this.ex, &path, version.as_deref()) else {
+                    // Routing is on bytes: neither needs to be UTF-8.
+                    let version = version.as_ref().map(LuaString::as_bytes);
+                    let Some(a) =
+                        this.plugin
+                            .route(&mut this.ex, &path.as_bytes(), version.as_deref())
+                    else {
                         return Ok(LuaMultiValue::new());
                     };
                     let (dest, port) = match &a.destination {
@@ -376,8 +380,9 @@ mod ffi {
                     let Some(rec) = &this.plugin.recorder else {
                         return Ok(());
                     };
-                    let client_ip = client_ip.to_str()?;
-                    let request_id = request_id.as_ref().map(|r| r.to_str()).transpose()?;
+                    // Lossy: a client can put any byte in its request id header.
+                    let client_ip = client_ip.to_string_lossy();
+                    let request_id = request_id.as_ref().map(LuaString::to_string_lossy);
                     let meta = LogMeta {
                         now_ms: now_ms.max(0.0) as u64,
                         client_ip: &client_ip,
