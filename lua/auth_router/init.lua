@@ -31,6 +31,8 @@ local setmetatable = setmetatable
 local INTERNAL_ERROR_STATUS  = 500
 local INTERNAL_ERROR_MESSAGE = "An unexpected error occurred"
 local NO_CREDENTIAL_MESSAGE  = "No credentials found in request"
+local DUPLICATE_CREDENTIAL_MESSAGE = "Duplicate credential header found"
+local DUPLICATE_HEADER_MESSAGE     = "Duplicate header found: "
 local DENY_MESSAGES          = { [401] = "Unauthorized", [403] = "Forbidden" }
 local UNAVAILABLE_MESSAGE    = "Authentication service unavailable"
 
@@ -115,7 +117,8 @@ local function make_plan(plugin)
     dict         = dict,
     -- a new plugin starts with an empty L1: earlier purges do not concern it
     purge_seen   = dict and dict:get(PURGE_SEQ) or 0,
-    vars         = {},
+    names        = {},   -- credential then forwarded header names (lowercase)
+    ncred        = #auth.credential_headers,
     strip        = {},
     hide         = {},
     failure_status = auth.failure_status,
@@ -136,10 +139,10 @@ local function make_plan(plugin)
   plan.lock_ttl = plan.wait_s + 1
 
   for _, h in ipairs(auth.credential_headers) do
-    plan.vars[#plan.vars + 1] = header_var(h)
+    plan.names[#plan.names + 1] = h
   end
   for _, h in ipairs(auth.forward_headers) do
-    plan.vars[#plan.vars + 1] = header_var(h)
+    plan.names[#plan.names + 1] = h
   end
   -- Spoofable headers: every upstream header and the route header, always.
   for _, rule in ipairs(c.upstream_headers) do
@@ -448,12 +451,29 @@ local function authenticate(plugin, ctx)
     apply_purges(plugin, plan, plan.dict)
   end
 
-  local var = ngx.var
-  local vars = plan.vars
-  local n = #vars
+  -- Header values come from the header list, not $http_*: nginx 1.22 gives
+  -- a repeated header's first line there, later versions join some with
+  -- commas, so neither shows that a header was repeated. A repeated
+  -- credential (or forwarded) header is ambiguous: which one did the
+  -- upstream read? Refuse it, as Kong's key-auth does. 0: no limit, so a
+  -- repeat after 100 other headers is still seen (nginx's buffers bound it).
+  local headers = req.get_headers(0)
+  local names = plan.names
+  local n = #names
   for i = 1, n do
-    args[i] = var[vars[i]]
+    local value = headers[names[i]]
+    if type(value) == "table" then
+      for j = 1, i - 1 do
+        args[j] = nil
+      end
+      if i <= plan.ncred then
+        return 401, { message = DUPLICATE_CREDENTIAL_MESSAGE }
+      end
+      return 400, { message = DUPLICATE_HEADER_MESSAGE .. names[i] }
+    end
+    args[i] = value
   end
+  local var = ngx.var
   local exchange, step = plugin:access(req.get_method(), var.request_uri,
                                        floor(req.start_time() * 1000), ngx.now(),
                                        unpack(args, 1, n))
@@ -595,7 +615,7 @@ function _M.purge(plugin, values)
     if type(values) == "string" then
       values = { values }
     end
-    key = plugin:cache_key(unpack(values, 1, #plan.vars))
+    key = plugin:cache_key(unpack(values, 1, #plan.names))
     if not key then
       return nil, "no credential value given"
     end
