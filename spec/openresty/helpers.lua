@@ -759,6 +759,95 @@ function helpers.request(method, url, headers, body, timeout)
 end
 
 
+--- Sends `bytes` as they are (any request line, headers, bytes) to
+-- 127.0.0.1:`port` on a fresh connection and reads until the server closes.
+-- Returns status, headers, body like request(); or nil and an error message.
+function helpers.raw_request(port, bytes, timeout)
+  local sock = socket.tcp()
+  sock:settimeout(timeout or HTTP_TIMEOUT)
+  local ok, err = sock:connect("127.0.0.1", port)
+  if not ok then
+    sock:close()
+    return nil, "connect failed: " .. tostring(err)
+  end
+  ok, err = sock:send(bytes)
+  if not ok then
+    sock:close()
+    return nil, "send failed: " .. tostring(err)
+  end
+  local raw, rerr, partial = sock:receive("*a")
+  sock:close()
+  raw = raw or partial
+  if not raw or raw == "" then
+    return nil, "no response: " .. tostring(rerr)
+  end
+  return parse_response(raw)
+end
+
+
+local Connection = {}
+Connection.__index = Connection
+
+--- A keepalive connection to 127.0.0.1:`port`; conn:request(bytes) sends one
+-- raw request and reads exactly one response (Content-Length or chunked),
+-- returning status, headers, body (or nil, err); conn:close().
+function helpers.connection(port, timeout)
+  local sock = socket.tcp()
+  sock:settimeout(timeout or HTTP_TIMEOUT)
+  assert(sock:connect("127.0.0.1", port))
+  return setmetatable({ sock = sock }, Connection)
+end
+
+function Connection:request(bytes)
+  local sock = self.sock
+  local ok, err = sock:send(bytes)
+  if not ok then
+    return nil, "send failed: " .. tostring(err)
+  end
+  local lines = {}
+  while true do
+    local line, lerr = sock:receive("*l")
+    if not line then
+      return nil, "head: " .. tostring(lerr)
+    end
+    if line == "" then
+      break
+    end
+    lines[#lines + 1] = line
+  end
+  local head = table.concat(lines, "\r\n")
+  local length = tonumber(head:lower():match("\r\ncontent%-length:%s*(%d+)"))
+  local body
+  if length then
+    body = length > 0 and assert(sock:receive(length)) or ""
+  elseif head:lower():find("\r\ntransfer%-encoding:%s*chunked") then
+    local parts = {}
+    while true do
+      local size = tonumber(assert(sock:receive("*l")):match("^%x+"), 16)
+      if size == 0 then
+        assert(sock:receive("*l"))
+        break
+      end
+      parts[#parts + 1] = assert(sock:receive(size))
+      assert(sock:receive("*l"))
+    end
+    body = table.concat(parts)
+  else
+    return nil, "response without length: " .. head
+  end
+  local status = tonumber(head:match("^HTTP/1%.%d (%d%d%d)"))
+  local headers = {}
+  for name, value in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]*)") do
+    headers[name:lower()] = value
+  end
+  return status, headers, body
+end
+
+function Connection:close()
+  self.sock:close()
+end
+
+
 --- Many requests at once: at most `concurrency` (default 50) connections
 -- open together, each request on its own fresh connection (so with a
 -- reuseport gateway they spread over the workers), driven by socket.select.
