@@ -44,10 +44,20 @@ local LOCK_PREFIX = "lock:"
 local UNCACHEABLE_PREFIX = "nc:"
 local WAIT_MIN_S  = 0.001
 local WAIT_MAX_S  = 0.02
+-- Waiters allow the call this much past its deadline (the caller still has
+-- to parse and store the answer, and they poll every WAIT_MAX_S at most).
+local WAIT_MARGIN_S = 0.25
+-- The lock outlives any call by this much: a call never holds it past its
+-- deadline, so no second call can start while one is in flight.
+local LOCK_MARGIN_S = 1
 
 local _M = {
   VERSION  = native.version(),
   validate = config.validate,
+  -- At most one auth-failure line per auth service per worker this often;
+  -- the next line says how many were held back. A field so that specs can
+  -- shorten it.
+  FAILURE_LOG_INTERVAL_S = 10,
 }
 
 -- Compiled plugins by config table (weak keys).
@@ -60,6 +70,10 @@ local args = {}
 local inflight = {}
 -- Dict names already reported missing (log once per worker).
 local missing_dict_logged = {}
+-- Auth calls in flight in this worker, by auth service (connection pool name).
+local calls_in_flight = {}
+-- Per auth service: { next_at = time, held = lines held back } (see log_failure).
+local failure_log = {}
 local node_secret
 
 
@@ -134,9 +148,11 @@ local function make_plan(plugin)
   plan.conn.server_name = target.host
   plan.conn.pool = "auth-router:" .. target.host .. ":" .. target.port .. (target.tls and ":tls" or "")
   plan.auth_addr = target.host .. ":" .. target.port
-  -- Waiters give up after the longest a connect + send + read may take.
-  plan.wait_s = 3 * auth.timeout_ms / 1000 + 0.1
-  plan.lock_ttl = plan.wait_s + 1
+  plan.max_in_flight = auth.max_in_flight
+  -- timeout_ms is the budget of the whole call (http1.request), so waiters
+  -- and the lock are bounded by it too.
+  plan.wait_s = auth.timeout_ms / 1000 + WAIT_MARGIN_S
+  plan.lock_ttl = auth.timeout_ms / 1000 + LOCK_MARGIN_S
 
   for _, h in ipairs(auth.credential_headers) do
     plan.names[#plan.names + 1] = h
@@ -280,8 +296,34 @@ local function was_uncacheable(plan, key)
 end
 
 
+-- One error-log line per auth failure (kind, address, short reason), at
+-- most one per FAILURE_LOG_INTERVAL_S per auth service in this worker: an
+-- outage must not flood the log. The next line written counts the others.
+local function log_failure(addr, kind, reason)
+  local now = ngx.now()
+  local state = failure_log[addr]
+  if not state then
+    state = { next_at = 0, held = 0 }
+    failure_log[addr] = state
+  end
+  if now < state.next_at then
+    state.held = state.held + 1
+    return
+  end
+  local held = state.held
+  state.next_at = now + _M.FAILURE_LOG_INTERVAL_S
+  state.held = 0
+  if held > 0 then
+    ngx.log(ngx.ERR, "[auth-router] auth service ", addr, " failed (", kind, "): ", reason,
+            " (", held, " more failures since the last such line)")
+  else
+    ngx.log(ngx.ERR, "[auth-router] auth service ", addr, " failed (", kind, "): ", reason)
+  end
+end
+
+
 -- The auth call itself; records the answer in L1 (native) and L2 (dict).
-local function call_auth(plan, exchange)
+local function exchange_with_auth(plan, exchange)
   local req = exchange:auth_request()
   local started = ngx.now()
   local parser, kind, detail = http1.request(plan.conn, req, MAX_AUTH_RESPONSE_BYTES)
@@ -289,9 +331,12 @@ local function call_auth(plan, exchange)
   local latency_ms = (ngx.now() - started) * 1000
   local step, value, ttl, problem = exchange:auth_response(parser, kind, ngx.now(), latency_ms)
   if not parser then
-    ngx.log(ngx.ERR, "[auth-router] auth service ", plan.auth_addr, " failed (", kind, "): ", detail)
+    if kind == "timeout" then
+      detail = "no complete answer within auth.timeout_ms (" .. plan.conn.timeout_ms .. " ms)"
+    end
+    log_failure(plan.auth_addr, kind, detail)
   elseif problem then
-    ngx.log(ngx.ERR, "[auth-router] auth service ", plan.auth_addr, ": ", problem)
+    log_failure(plan.auth_addr, "answer", problem)
   end
   if value and plan.dict then
     local ok, err = plan.dict:set(exchange:pending_key(), value, ttl)
@@ -302,6 +347,27 @@ local function call_auth(plan, exchange)
     -- A verdict the auth service forbade caching (no-store, ttl 0, exp
     -- passed): requests waiting on this call must ask for themselves.
     mark_uncacheable(plan, exchange:pending_key())
+  end
+  return step
+end
+
+
+-- The auth call, unless this worker already has max_in_flight calls in
+-- flight to the auth service: then fail fast (stale if there is one)
+-- rather than pile more calls on a slow auth service. The check and the
+-- count happen without a yield in between.
+local function call_auth(plan, exchange)
+  local pool = plan.conn.pool
+  local flying = calls_in_flight[pool] or 0
+  if flying >= plan.max_in_flight then
+    log_failure(plan.auth_addr, "overloaded", flying .. " auth calls in flight in this worker (auth.max_in_flight)")
+    return exchange:fail("rejected", ngx.now())
+  end
+  calls_in_flight[pool] = flying + 1
+  local ok, step = pcall(exchange_with_auth, plan, exchange)
+  calls_in_flight[pool] = calls_in_flight[pool] - 1
+  if not ok then
+    error(step, 0)
   end
   return step
 end

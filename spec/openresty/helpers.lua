@@ -359,6 +359,16 @@ function Mocks:calls(token)
 end
 
 
+--- Slow auth calls (slow-, drip- tokens) in progress at the mock now, and
+-- the most there were at once since the last reset.
+function Mocks:inflight()
+  local status, _, body = helpers.request("GET", self:url("auth", "/__inflight"))
+  assert(status == 200, "mock /__inflight answered " .. tostring(status))
+  local t = cjson.decode(body)
+  return t.now, t.max
+end
+
+
 --- The last auth request as {method, uri, headers, body}, or nil.
 function Mocks:last_auth_request()
   local _, _, body = helpers.request("GET", self:url("auth", "/__last"))
@@ -853,8 +863,9 @@ end
 -- reuseport gateway they spread over the workers), driven by socket.select.
 -- `list` holds {method=, url=, headers=, body=} (method defaults to GET).
 -- Gives up on whatever is unfinished after `timeout` seconds (default 10).
--- Returns an array in the order of `list`: {status=, headers=, body=} or
--- {err=}; and the elapsed seconds.
+-- Returns an array in the order of `list`: {status=, headers=, body=,
+-- elapsed=} or {err=}; and the elapsed seconds. `elapsed` is the seconds
+-- from that request's connect to its end (at select's resolution).
 function helpers.request_many(list, concurrency, timeout)
   concurrency = concurrency or 50
   local started = socket.gettime()
@@ -875,7 +886,8 @@ function helpers.request_many(list, concurrency, timeout)
     local raw = table.concat(st.chunks)
     local status, headers, body = parse_response(raw)
     if status then
-      results[st.i] = { status = status, headers = headers, body = body }
+      results[st.i] = { status = status, headers = headers, body = body,
+                        elapsed = socket.gettime() - st.started }
     else
       results[st.i] = { err = headers }
     end
@@ -898,6 +910,7 @@ function helpers.request_many(list, concurrency, timeout)
       sent = 0,
       chunks = {},
       sending = true,
+      started = socket.gettime(),
     }
     n_active = n_active + 1
   end
