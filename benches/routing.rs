@@ -60,7 +60,7 @@ fn decide(c: &mut Criterion) {
         let router = router(n, &id);
         let hit = Request {
             method: "GET",
-            path: &path,
+            path: path.as_bytes(),
             api_version_header: None,
             account: &account,
             account_id: &id,
@@ -72,7 +72,7 @@ fn decide(c: &mut Criterion) {
             })
         });
         let miss = Request {
-            path: "/nowhere/42",
+            path: b"/nowhere/42",
             ..hit
         };
         group.bench_with_input(BenchmarkId::new("miss", n), &miss, |b, req| {

@@ -39,6 +39,10 @@ pub enum AuthError {
     /// waiters share the outcome instead of retrying one by one.
     #[error("a concurrent auth call for the same credential failed")]
     FlightFailed,
+    /// This worker already had `auth.max_in_flight` auth calls in flight:
+    /// the request failed fast instead of queueing another call.
+    #[error("too many auth calls in flight (auth.max_in_flight)")]
+    Rejected,
 }
 
 /// An authenticated account and its precomputed header values.

@@ -8,7 +8,6 @@
 
 use crate::auth::{Account, Denial};
 use lru::LruCache;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 /// A cache key: a keyed 128-bit digest of everything sent to the auth service.
@@ -125,44 +124,70 @@ impl Entry {
     }
 }
 
+/// Share of the L1 capacity that denials may take: one in this many slots
+/// (at least one). Anyone can mint bad credentials, so a flood of them must
+/// not evict the accounts of legitimate clients.
+pub const NEGATIVE_SHARE: usize = 10;
+
 /// The L1 cache: bounded, least-recently-used entries evicted first.
+/// Denials live in their own LRU, capped at `capacity / NEGATIVE_SHARE`
+/// entries (at least one) within the total `capacity`: past that cap a new
+/// denial evicts the oldest denial, never an allowed account.
 #[derive(Debug)]
 pub struct Cache {
-    lru: LruCache<CacheKey, Entry>,
-    capacity: NonZeroUsize,
+    allowed: LruCache<CacheKey, Entry>,
+    denied: LruCache<CacheKey, Entry>,
+    capacity: usize,
+    denied_capacity: usize,
 }
 
 impl Cache {
-    /// A cache holding at most `capacity` entries (at least 1). Memory grows
-    /// with use: `LruCache::new` would reserve every slot up front, megabytes
-    /// per plugin instance at the default size.
+    /// A cache holding at most `capacity` entries (at least 1), of which at
+    /// most `capacity / NEGATIVE_SHARE` (at least 1) are denials. Memory
+    /// grows with use: `LruCache::new` would reserve every slot up front,
+    /// megabytes per plugin instance at the default size.
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         Cache {
-            lru: LruCache::unbounded(),
-            capacity: NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            allowed: LruCache::unbounded(),
+            denied: LruCache::unbounded(),
+            capacity,
+            denied_capacity: (capacity / NEGATIVE_SHARE).max(1),
+        }
+    }
+
+    fn lru_for(&mut self, key: &CacheKey) -> Option<&mut LruCache<CacheKey, Entry>> {
+        if self.allowed.contains(key) {
+            Some(&mut self.allowed)
+        } else if self.denied.contains(key) {
+            Some(&mut self.denied)
+        } else {
+            None
         }
     }
 
     /// The fresh entry for `key` at `now`, if any. Expired entries stay until
     /// their stale window ends, for [`Cache::get_stale`].
     pub fn get_fresh(&mut self, key: &CacheKey, now: f64) -> Option<&Entry> {
-        let entry = self.lru.get(key)?;
+        let lru = self.lru_for(key)?;
+        let entry = lru.get(key)?;
         if entry.is_fresh(now) {
-            return self.lru.peek(key);
+            return lru.peek(key);
         }
         if !entry.is_stale_servable(now) {
-            self.lru.pop(key);
+            lru.pop(key);
         }
         None
     }
 
     /// The entry for `key` if it is fresh or inside its stale window at `now`.
     pub fn get_stale(&mut self, key: &CacheKey, now: f64) -> Option<&Entry> {
-        let servable = self.lru.peek(key)?.is_stale_servable(now);
+        let lru = self.lru_for(key)?;
+        let servable = lru.peek(key)?.is_stale_servable(now);
         if servable {
-            self.lru.get(key)
+            lru.get(key)
         } else {
-            self.lru.pop(key);
+            lru.pop(key);
             None
         }
     }
@@ -172,30 +197,49 @@ impl Cache {
         if !entry.is_stale_servable(now) {
             return;
         }
-        if self.lru.len() >= self.capacity.get() && !self.lru.contains(&key) {
-            self.lru.pop_lru();
+        // A credential may change sides (revoked, or fixed): one entry per key.
+        self.remove(&key);
+        let deny = matches!(entry.verdict, Verdict::Deny(_));
+        // Denials over their share evict the oldest denial; otherwise a full
+        // cache evicts the oldest account (a denial if there is none).
+        let deny_full = deny && self.denied.len() >= self.denied_capacity;
+        let full = self.len() >= self.capacity;
+        if deny_full || (full && self.allowed.pop_lru().is_none()) {
+            self.denied.pop_lru();
         }
-        self.lru.put(key, entry);
+        if deny {
+            self.denied.put(key, entry);
+        } else {
+            self.allowed.put(key, entry);
+        }
     }
 
     /// Forgets `key`.
     pub fn remove(&mut self, key: &CacheKey) {
-        self.lru.pop(key);
+        if self.allowed.pop(key).is_none() {
+            self.denied.pop(key);
+        }
     }
 
     /// Forgets everything.
     pub fn clear(&mut self) {
-        self.lru.clear();
+        self.allowed.clear();
+        self.denied.clear();
     }
 
     /// Number of entries held (fresh or stale).
     pub fn len(&self) -> usize {
-        self.lru.len()
+        self.allowed.len() + self.denied.len()
+    }
+
+    /// Number of denials held (fresh or stale).
+    pub fn denied_len(&self) -> usize {
+        self.denied.len()
     }
 
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
-        self.lru.is_empty()
+        self.len() == 0
     }
 }
 
@@ -208,6 +252,17 @@ mod tests {
         Verdict::Deny(Arc::new(Denial {
             status: 401,
             www_authenticate: None,
+        }))
+    }
+
+    fn allow(id: &str) -> Verdict {
+        Verdict::Allow(Arc::new(Account {
+            id: id.into(),
+            object: serde_json::json!({ "id": id }),
+            upstream_headers: vec![],
+            response_headers: vec![],
+            dropped_headers: 0,
+            consumer: None,
         }))
     }
 
@@ -259,13 +314,46 @@ mod tests {
     #[test]
     fn least_recently_used_entry_is_evicted_first() {
         let mut c = Cache::new(2);
-        c.put(key(1), Entry::new(deny(), 0.0, 60.0, 0.0), 0.0);
-        c.put(key(2), Entry::new(deny(), 0.0, 60.0, 0.0), 0.0);
+        c.put(key(1), Entry::new(allow("a"), 0.0, 60.0, 0.0), 0.0);
+        c.put(key(2), Entry::new(allow("b"), 0.0, 60.0, 0.0), 0.0);
         assert!(c.get_fresh(&key(1), 1.0).is_some()); // 1 is now most recent
-        c.put(key(3), Entry::new(deny(), 0.0, 60.0, 0.0), 0.0);
+        c.put(key(3), Entry::new(allow("c"), 0.0, 60.0, 0.0), 0.0);
         assert!(c.get_fresh(&key(2), 1.0).is_none());
         assert!(c.get_fresh(&key(1), 1.0).is_some());
         assert!(c.get_fresh(&key(3), 1.0).is_some());
+    }
+
+    #[test]
+    fn a_flood_of_denials_never_evicts_more_than_their_share_of_accounts() {
+        let mut c = Cache::new(20); // denials: at most 2
+        for i in 0..20 {
+            c.put(key(i), Entry::new(allow("a"), 0.0, 60.0, 0.0), 0.0);
+        }
+        for i in 100..200 {
+            c.put(key(i), Entry::new(deny(), 0.0, 60.0, 0.0), 0.0);
+        }
+        assert_eq!((c.len(), c.denied_len()), (20, 2));
+        let kept = (0..20)
+            .filter(|&i| c.get_fresh(&key(i), 1.0).is_some())
+            .count();
+        assert_eq!(kept, 18);
+        // The newest denials are the ones kept.
+        assert!(c.get_fresh(&key(199), 1.0).is_some());
+        assert!(c.get_fresh(&key(100), 1.0).is_none());
+    }
+
+    #[test]
+    fn a_credential_that_changes_verdict_has_one_entry() {
+        let mut c = Cache::new(10);
+        c.put(key(1), Entry::new(allow("a"), 0.0, 60.0, 0.0), 0.0);
+        c.put(key(1), Entry::new(deny(), 0.0, 60.0, 0.0), 0.0);
+        assert_eq!((c.len(), c.denied_len()), (1, 1));
+        assert!(matches!(
+            c.get_fresh(&key(1), 1.0).map(|e| &e.verdict),
+            Some(Verdict::Deny(_))
+        ));
+        c.put(key(1), Entry::new(allow("a"), 0.0, 60.0, 0.0), 0.0);
+        assert_eq!((c.len(), c.denied_len()), (1, 0));
     }
 
     proptest! {
@@ -278,8 +366,10 @@ mod tests {
         ) {
             let mut c = Cache::new(cap);
             for i in 0..n {
-                c.put(key(i), Entry::new(deny(), 0.0, ttl, stale), 0.0);
+                let verdict = if i % 3 == 0 { deny() } else { allow("a") };
+                c.put(key(i), Entry::new(verdict, 0.0, ttl, stale), 0.0);
                 prop_assert!(c.len() <= cap);
+                prop_assert!(c.denied_len() <= (cap / NEGATIVE_SHARE).max(1));
             }
             c.put(key(200), Entry::new(deny(), 0.0, ttl, stale), 0.0);
             let fresh = c.get_fresh(&key(200), dt).is_some();

@@ -16,6 +16,9 @@ pub const MAX_HEADER_VALUE_BYTES: usize = 4096;
 const MAX_NAME_BYTES: usize = 128;
 const MAX_TIMEOUT_MS: i64 = 2_147_483_646; // Kong's typedefs.timeout bound
 const MAX_TTL_S: f64 = 31_536_000.0; // one year
+/// A denial is remembered at most an hour: anyone can mint new bad
+/// credentials, so their entries must not outlive a short window.
+const MAX_NEGATIVE_TTL_S: f64 = 3600.0;
 const MAX_BODY_BYTES: i64 = 64 * 1024 * 1024;
 
 /// Why a config was rejected.
@@ -112,12 +115,14 @@ pub struct Auth {
     pub credential_headers: Vec<HeaderName>,
     /// Extra request headers sent to the auth service.
     pub forward_headers: Vec<HeaderName>,
-    /// Connect/send/read timeout in milliseconds.
+    /// Budget of one whole auth call (connect, send, response), milliseconds.
     pub timeout_ms: u32,
     /// Idle keepalive time in milliseconds.
     pub keepalive_ms: u32,
     /// Keepalive pool size per worker.
     pub pool_size: u32,
+    /// Auth calls in flight per worker (to this auth service) at most.
+    pub max_in_flight: u32,
     /// Verify the auth service's TLS certificate.
     pub ssl_verify: bool,
     /// Where the account object sits in a 2xx body.
@@ -145,8 +150,10 @@ pub struct Auth {
 pub struct ApiVersion {
     /// Request header carrying the version.
     pub header: HeaderName,
-    /// Regex on the path whose first capture group is the version.
-    pub path_prefix_pattern: Option<regex::Regex>,
+    /// Regex on the path whose first capture group is the version. On
+    /// bytes: a request path need not be UTF-8 (`.` still matches one UTF-8
+    /// character, never part of one).
+    pub path_prefix_pattern: Option<regex::bytes::Regex>,
     /// Account field holding the version.
     pub account_pointer: Pointer,
     /// Version when nothing else gives one.
@@ -430,6 +437,7 @@ fn read_auth(f: &mut Fields<'_>) -> Option<Auth> {
     let timeout_ms = f.with_default("timeout_ms", json!(1000), 0, integer(1, MAX_TIMEOUT_MS));
     let keepalive_ms = f.with_default("keepalive_ms", json!(60000), 0, integer(1, MAX_TIMEOUT_MS));
     let pool_size = f.with_default("pool_size", json!(64), 0, integer(1, 65535));
+    let max_in_flight = f.with_default("max_in_flight", json!(64), 0, integer(1, 65535));
     let ssl_verify = f.with_default("ssl_verify", json!(true), true, boolean);
     let account_pointer =
         f.with_default("account_pointer", json!(""), None, |v| pointer(v).map(Some));
@@ -438,7 +446,12 @@ fn read_auth(f: &mut Fields<'_>) -> Option<Auth> {
     });
     let exp_pointer = f.with_default("exp_pointer", json!("/exp"), None, |v| pointer(v).map(Some));
     let ttl_s = f.with_default("ttl_s", json!(60), 0.0, number(0.0, MAX_TTL_S));
-    let negative_ttl_s = f.with_default("negative_ttl_s", json!(10), 0.0, number(0.0, MAX_TTL_S));
+    let negative_ttl_s = f.with_default(
+        "negative_ttl_s",
+        json!(10),
+        0.0,
+        number(0.0, MAX_NEGATIVE_TTL_S),
+    );
     let stale_ttl_s = f.with_default("stale_ttl_s", json!(30), 0.0, number(0.0, MAX_TTL_S));
     let cache_size = f.with_default("cache_size", json!(100000), 0, integer(1, 100_000_000));
     let shared_dict = f.with_default("shared_dict", json!("auth_router"), None, |v| {
@@ -454,6 +467,7 @@ fn read_auth(f: &mut Fields<'_>) -> Option<Auth> {
         timeout_ms: timeout_ms as u32,
         keepalive_ms: keepalive_ms as u32,
         pool_size: pool_size as u32,
+        max_in_flight: max_in_flight as u32,
         ssl_verify,
         account_pointer: account_pointer?,
         account_id_pointer: account_id_pointer?,
@@ -873,9 +887,9 @@ fn dict_name(v: &Value) -> Check<String> {
     }
 }
 
-fn version_regex(v: &Value) -> Check<regex::Regex> {
+fn version_regex(v: &Value) -> Check<regex::bytes::Regex> {
     let s = nonempty_string(v)?;
-    let re = regex::Regex::new(&s).map_err(|e| format!("invalid regex: {e}"))?;
+    let re = regex::bytes::Regex::new(&s).map_err(|e| format!("invalid regex: {e}"))?;
     if re.captures_len() < 2 {
         return Err("must have a capture group for the version".into());
     }

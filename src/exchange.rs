@@ -73,13 +73,15 @@ pub struct Exchange {
 
 impl Exchange {
     /// Starts an exchange in the access phase; `now_ms` is the request start
-    /// (epoch milliseconds, from nginx: the core reads no clock).
-    pub fn begin(method: &str, uri: &str, now_ms: u64) -> Self {
+    /// (epoch milliseconds, from nginx: the core reads no clock). A client
+    /// may send any bytes in the URI (`/caf\xE9`): they are kept as text for
+    /// the log record, each invalid UTF-8 sequence as U+FFFD.
+    pub fn begin(method: &[u8], uri: &[u8], now_ms: u64) -> Self {
         stats::REQUESTS.incr();
         Exchange {
             started_at_ms: now_ms,
-            method: method.to_string(),
-            uri: uri.to_string(),
+            method: String::from_utf8_lossy(method).into_owned(),
+            uri: String::from_utf8_lossy(uri).into_owned(),
             status: None,
             response_bytes: 0,
             pending: None,
@@ -261,7 +263,7 @@ mod tests {
 
     #[test]
     fn phases_fill_the_exchange() {
-        let mut x = Exchange::begin("POST", "/send?x=1", 1_000);
+        let mut x = Exchange::begin(b"POST", b"/send?x=1", 1_000);
         assert_eq!(x.status(), None);
         x.response(201);
         x.body_chunk(&[0; 10]);
@@ -275,7 +277,7 @@ mod tests {
 
     #[test]
     fn response_capture_keeps_at_most_its_limit() {
-        let mut x = Exchange::begin("GET", "/", 5);
+        let mut x = Exchange::begin(b"GET", b"/", 5);
         x.set_captures(None, Some(Capture::new(4)));
         x.body_chunk(b"hello");
         let c = x.response_capture().expect("capture");

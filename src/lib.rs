@@ -93,7 +93,8 @@ mod ffi {
                     Variadic<Option<LuaString>>,
                 )| {
                     let p = &this.0;
-                    let mut ex = p.begin(&method.to_str()?, &uri.to_str()?, start_ms as u64);
+                    // Bytes, not str: a client may send any byte in the URI.
+                    let mut ex = p.begin(&method.as_bytes(), &uri.as_bytes(), start_ms as u64);
                     fault::maybe_panic_in_access();
                     let (creds, forwarded) =
                         p.split_values(values.into_iter().map(bytes).collect());
@@ -278,10 +279,12 @@ mod ffi {
                 },
             );
             // ctx:fail(kind, now) -> step: "lock_timeout" (gave up waiting for a
-            // concurrent call) or "flight_failed" (that call failed)
+            // concurrent call), "flight_failed" (that call failed) or
+            // "rejected" (too many calls in flight in this worker)
             methods.add_method_mut("fail", |_, this, (kind, now): (LuaString, f64)| {
                 let err = match &*kind.as_bytes() {
                     b"flight_failed" => AuthError::FlightFailed,
+                    b"rejected" => AuthError::Rejected,
                     _ => AuthError::LockTimeout,
                 };
                 Ok(step_name(this.plugin.fail(&mut this.ex, &err, now)))
@@ -300,9 +303,12 @@ mod ffi {
             methods.add_method_mut(
                 "route",
                 |lua, this, (path, version): (LuaString, Option<LuaString>)| {
-                    let path = path.to_str()?;
-                    let version = version.as_ref().map(|v| v.to_str()).transpose()?;
-                    let Some(a) = this.plugin.route(&mut this.ex, &path, version.as_deref()) else {
+                    // Routing is on bytes: neither needs to be UTF-8.
+                    let version = version.as_ref().map(LuaString::as_bytes);
+                    let Some(a) =
+                        this.plugin
+                            .route(&mut this.ex, &path.as_bytes(), version.as_deref())
+                    else {
                         return Ok(LuaMultiValue::new());
                     };
                     let (dest, port) = match &a.destination {
@@ -381,8 +387,9 @@ mod ffi {
                     let Some(rec) = &this.plugin.recorder else {
                         return Ok(());
                     };
-                    let client_ip = client_ip.to_str()?;
-                    let request_id = request_id.as_ref().map(|r| r.to_str()).transpose()?;
+                    // Lossy: a client can put any byte in its request id header.
+                    let client_ip = client_ip.to_string_lossy();
+                    let request_id = request_id.as_ref().map(LuaString::to_string_lossy);
                     let meta = LogMeta {
                         now_ms: now_ms.max(0.0) as u64,
                         client_ip: &client_ip,
@@ -410,22 +417,29 @@ mod ffi {
         }
     }
 
+    /// `complete` or `nil, message` for Lua.
+    fn progress(p: Result<Progress, crate::http1::Http1Error>) -> (Option<bool>, Option<String>) {
+        match p {
+            Ok(p) => (Some(matches!(p, Progress::Complete)), None),
+            Err(e) => (None, Some(e.to_string())),
+        }
+    }
+
     /// An HTTP/1.1 response being read from a cosocket.
     #[derive(Debug)]
     struct Parser(ResponseParser);
 
     impl UserData for Parser {
         fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-            // parser:feed(bytes) -> complete (bool); raises on a malformed response
+            // A malformed response is an expected failure, not a misuse: it
+            // comes back as `nil, message` (a raised mlua error would carry a
+            // traceback into the error log on every bad answer).
+            // parser:feed(bytes) -> complete (bool) | nil, err
             methods.add_method_mut("feed", |_, this, data: LuaString| {
-                let p = this.0.feed(&data.as_bytes()).map_err(LuaError::external)?;
-                Ok(matches!(p, Progress::Complete))
+                Ok(progress(this.0.feed(&data.as_bytes())))
             });
-            // parser:eof() -> complete (bool): the peer closed the connection
-            methods.add_method_mut("eof", |_, this, ()| {
-                let p = this.0.eof().map_err(LuaError::external)?;
-                Ok(matches!(p, Progress::Complete))
-            });
+            // parser:eof() -> complete (bool) | nil, err: the peer closed the connection
+            methods.add_method_mut("eof", |_, this, ()| Ok(progress(this.0.eof())));
             // parser:status() -> the response status (0 before the head is read)
             methods.add_method("status", |_, this, ()| {
                 Ok(this.0.response().map_or(0, |r| r.status))

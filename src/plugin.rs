@@ -56,8 +56,9 @@ pub struct RouteAction {
     pub name: String,
     /// Where the request goes.
     pub destination: Destination,
-    /// The upstream path when the route strips its prefix.
-    pub path: Option<String>,
+    /// The upstream path when the route strips its prefix (bytes: the
+    /// request path need not be UTF-8).
+    pub path: Option<Vec<u8>>,
 }
 
 /// One compiled config and its caches.
@@ -108,7 +109,7 @@ impl Plugin {
 
     /// Starts the exchange of a request entering access, with body captures
     /// when the log records bodies.
-    pub fn begin(&self, method: &str, uri: &str, start_ms: u64) -> Exchange {
+    pub fn begin(&self, method: &[u8], uri: &[u8], start_ms: u64) -> Exchange {
         let mut ex = Exchange::begin(method, uri, start_ms);
         if let Some(r) = &self.recorder {
             let (request, response) = r.captures();
@@ -352,8 +353,8 @@ impl Plugin {
     pub fn route(
         &self,
         ex: &mut Exchange,
-        path: &str,
-        version_header: Option<&str>,
+        path: &[u8],
+        version_header: Option<&[u8]>,
     ) -> Option<RouteAction> {
         if self.router.is_empty() {
             return None;
@@ -420,7 +421,7 @@ mod tests {
     }
 
     fn miss(p: &Plugin, token: &str, now: f64) -> Exchange {
-        let mut ex = Exchange::begin("GET", "/", 0);
+        let mut ex = Exchange::begin(b"GET", b"/", 0);
         assert_eq!(p.lookup(&mut ex, cred(token), vec![None], now), Step::Miss);
         ex
     }
@@ -428,7 +429,7 @@ mod tests {
     #[test]
     fn no_credential_needs_no_auth_call() {
         let p = plugin();
-        let mut ex = Exchange::begin("GET", "/", 0);
+        let mut ex = Exchange::begin(b"GET", b"/", 0);
         assert_eq!(
             p.lookup(&mut ex, vec![None], vec![Some(b"t".to_vec())], 0.0),
             Step::NoCredential
@@ -438,7 +439,7 @@ mod tests {
     #[test]
     fn empty_credential_is_no_credential() {
         let p = plugin();
-        let mut ex = Exchange::begin("GET", "/", 0);
+        let mut ex = Exchange::begin(b"GET", b"/", 0);
         assert_eq!(
             p.lookup(&mut ex, vec![Some(Vec::new())], vec![None], 0.0),
             Step::NoCredential
@@ -452,7 +453,7 @@ mod tests {
         let (step, write) = p.auth_response(&mut ex, Ok(&resp(200, r#"{"id": "a1"}"#)), 0.0);
         assert_eq!(step, Step::Allow);
         assert_eq!(write.expect("cacheable").ttl, 90.0);
-        let mut ex = Exchange::begin("GET", "/", 0);
+        let mut ex = Exchange::begin(b"GET", b"/", 0);
         assert_eq!(
             p.lookup(&mut ex, cred("Bearer a"), vec![None], 59.0),
             Step::Allow
@@ -466,7 +467,7 @@ mod tests {
         let p = plugin();
         let mut ex = miss(&p, "Bearer a", 0.0);
         p.auth_response(&mut ex, Ok(&resp(200, r#"{"id": "a1"}"#)), 0.0);
-        let mut ex = Exchange::begin("GET", "/", 0);
+        let mut ex = Exchange::begin(b"GET", b"/", 0);
         let step = p.lookup(
             &mut ex,
             cred("Bearer a"),
@@ -511,7 +512,7 @@ mod tests {
             p.auth_response(&mut ex, Ok(&resp(401, "")), 0.0).0,
             Step::Deny
         );
-        let mut ex = Exchange::begin("GET", "/", 0);
+        let mut ex = Exchange::begin(b"GET", b"/", 0);
         assert_eq!(
             p.lookup(&mut ex, cred("Bearer bad"), vec![None], 9.9),
             Step::Deny
@@ -532,7 +533,7 @@ mod tests {
             b.load_shared(&mut ex, write.value.as_bytes(), 1.0),
             Step::Allow
         );
-        let mut ex = Exchange::begin("GET", "/", 0);
+        let mut ex = Exchange::begin(b"GET", b"/", 0);
         assert_eq!(
             b.lookup(&mut ex, cred("Bearer a"), vec![None], 2.0),
             Step::Allow
@@ -542,7 +543,7 @@ mod tests {
     #[test]
     fn auth_request_forwards_present_headers_only() {
         let p = plugin();
-        let mut ex = Exchange::begin("GET", "/", 0);
+        let mut ex = Exchange::begin(b"GET", b"/", 0);
         p.lookup(&mut ex, cred("Bearer a"), vec![None], 0.0);
         let req = String::from_utf8(p.auth_request(&ex).expect("encodes")).expect("utf8");
         assert!(req.starts_with("GET /auth HTTP/1.1\r\n"), "{req}");
@@ -567,10 +568,10 @@ mod tests {
             Ok(&resp(200, r#"{"id": "a1", "plan": "pro"}"#)),
             0.0,
         );
-        let a = p.route(&mut ex, "/send/now", None).expect("email matches");
+        let a = p.route(&mut ex, b"/send/now", None).expect("email matches");
         assert_eq!(a.name, "email");
-        assert_eq!(a.path.as_deref(), Some("/now"));
-        let a = p.route(&mut ex, "/other", None).expect("pro matches");
+        assert_eq!(a.path.as_deref(), Some(&b"/now"[..]));
+        let a = p.route(&mut ex, b"/other", None).expect("pro matches");
         assert_eq!(a.destination, Destination::Upstream("pro-backend".into()));
         assert_eq!(ex.route_parts(), (Some("pro"), None, Some("pro-backend")));
     }
@@ -584,7 +585,7 @@ mod tests {
         .expect("valid");
         let p = Plugin::new(c, b"test-secret");
         let mut ex = miss(&p, "Bearer a", 0.0);
-        assert_eq!(p.route(&mut ex, "/", None), None);
+        assert_eq!(p.route(&mut ex, b"/", None), None);
     }
 
     #[test]

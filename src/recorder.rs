@@ -308,7 +308,7 @@ mod tests {
     }
 
     fn exchange(r: &Recorder, req: &[u8], resp: &[u8]) -> Exchange {
-        let mut ex = Exchange::begin("POST", "/send", 1000);
+        let mut ex = Exchange::begin(b"POST", b"/send", 1000);
         let (q, s) = r.captures();
         ex.set_captures(q, s);
         ex.request_body(req, req.len() as u64);

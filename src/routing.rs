@@ -180,10 +180,12 @@ impl Lookup {
 pub struct Request<'a> {
     /// The request method, as sent (`GET`).
     pub method: &'a str,
-    /// The request path, without the query string.
-    pub path: &'a str,
-    /// The value of the `api_version.header` request header, if sent.
-    pub api_version_header: Option<&'a str>,
+    /// The request path, without the query string: bytes as nginx decoded
+    /// them, not necessarily UTF-8 (`/caf%E9`).
+    pub path: &'a [u8],
+    /// The value of the `api_version.header` request header, if sent (bytes,
+    /// not necessarily UTF-8).
+    pub api_version_header: Option<&'a [u8]>,
     /// The account object returned by the auth service.
     pub account: &'a Value,
     /// The account id (read at `auth.account_id_pointer`).
@@ -224,10 +226,18 @@ impl fmt::Display for VersionSource {
 /// A request's API version and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedVersion<'a> {
-    /// The version (never empty).
-    pub value: Cow<'a, str>,
+    /// The version (never empty): bytes, since a header or path may carry
+    /// any; compared byte for byte with `api_versions`.
+    pub value: Cow<'a, [u8]>,
     /// Its source.
     pub source: VersionSource,
+}
+
+impl ResolvedVersion<'_> {
+    /// The version as text for people (invalid UTF-8 shown as U+FFFD).
+    pub fn text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.value)
+    }
 }
 
 /// The route chosen for a request.
@@ -244,7 +254,7 @@ pub struct Decision<'a> {
     /// With `strip_prefix`, the upstream path: the request path without
     /// [`Decision::prefix`], always starting with `/` (`/send` on `/sendmail`
     /// gives `/mail`, on `/send` gives `/`). `None` means keep the path as is.
-    pub path: Option<Cow<'a, str>>,
+    pub path: Option<Cow<'a, [u8]>>,
 }
 
 /// A route dimension, named as in the config.
@@ -414,7 +424,7 @@ impl<'a> Eval<'a> {
     }
 }
 
-fn nonempty(s: &str) -> Option<&str> {
+fn nonempty(s: &[u8]) -> Option<&[u8]> {
     (!s.is_empty()).then_some(s)
 }
 
@@ -429,7 +439,7 @@ fn scalar_text(v: &Value) -> Option<Cow<'_, str>> {
 
 fn resolve_version<'a>(router: &'a Router, req: &Request<'a>) -> Option<ResolvedVersion<'a>> {
     let cfg = &router.api_version;
-    let found = |value: Cow<'a, str>, source| {
+    let found = |value: Cow<'a, [u8]>, source| {
         (!value.is_empty()).then_some(ResolvedVersion { value, source })
     };
     if let Some(v) = req.api_version_header.and_then(nonempty) {
@@ -440,7 +450,7 @@ fn resolve_version<'a>(router: &'a Router, req: &Request<'a>) -> Option<Resolved
         .as_ref()
         .and_then(|re| re.captures(req.path))
         .and_then(|c| c.get(1))
-        .and_then(|m| nonempty(m.as_str()));
+        .and_then(|m| nonempty(m.as_bytes()));
     if let Some(v) = from_path {
         return found(Cow::Borrowed(v), VersionSource::Path);
     }
@@ -448,13 +458,19 @@ fn resolve_version<'a>(router: &'a Router, req: &Request<'a>) -> Option<Resolved
         .account_version
         .get(req.account)
         .and_then(scalar_text)
-        .and_then(|t| found(t, VersionSource::Account));
+        .and_then(|t| {
+            let bytes = match t {
+                Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+                Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+            };
+            found(bytes, VersionSource::Account)
+        });
     if from_account.is_some() {
         return from_account;
     }
     cfg.default
         .as_deref()
-        .and_then(|d| found(Cow::Borrowed(d), VersionSource::Default))
+        .and_then(|d| found(Cow::Borrowed(d.as_bytes()), VersionSource::Default))
 }
 
 fn flag_on(flags: Option<&Value>, name: &str) -> bool {
@@ -466,14 +482,19 @@ fn flag_on(flags: Option<&Value>, name: &str) -> bool {
 }
 
 /// The path with `prefix` (a prefix of it) removed, starting with `/`.
-fn strip<'a>(path: &'a str, prefix: &str) -> Cow<'a, str> {
+fn strip<'a>(path: &'a [u8], prefix: &str) -> Cow<'a, [u8]> {
     let cut = prefix.len();
     match path.get(cut..) {
-        Some(rest) if rest.starts_with('/') => Cow::Borrowed(rest),
-        Some("") | None => Cow::Borrowed("/"),
+        Some(rest) if rest.starts_with(b"/") => Cow::Borrowed(rest),
+        Some([]) | None => Cow::Borrowed(b"/"),
         // The prefix's own trailing '/' starts the rest: no allocation.
         Some(rest) if prefix.ends_with('/') => Cow::Borrowed(path.get(cut - 1..).unwrap_or(rest)),
-        Some(rest) => Cow::Owned(format!("/{rest}")),
+        Some(rest) => {
+            let mut owned = Vec::with_capacity(rest.len() + 1);
+            owned.push(b'/');
+            owned.extend_from_slice(rest);
+            Cow::Owned(owned)
+        }
     }
 }
 
@@ -594,7 +615,7 @@ fn check<'a>(r: &'a Compiled, ev: &Eval<'a>) -> Result<Option<&'a str>, Miss> {
         let longest = r
             .paths
             .iter()
-            .filter(|p| req.path.starts_with(p.as_str()))
+            .filter(|p| req.path.starts_with(p.as_bytes()))
             .max_by_key(|p| p.len());
         Some(longest.ok_or(Miss::Paths)?.as_str())
     };
@@ -604,7 +625,7 @@ fn check<'a>(r: &'a Compiled, ev: &Eval<'a>) -> Result<Option<&'a str>, Miss> {
     if !r.api_versions.is_empty() {
         let ok = ev
             .version()
-            .is_some_and(|v| r.api_versions.iter().any(|a| *a == v.value));
+            .is_some_and(|v| r.api_versions.iter().any(|a| a.as_bytes() == &*v.value));
         if !ok {
             return Err(Miss::ApiVersions);
         }
@@ -676,7 +697,7 @@ fn describe(r: &Compiled, miss: Miss, ev: &Eval<'_>) -> Mismatch {
             Dimension::Paths,
             format!(
                 "{:?} starts with none of {}",
-                req.path,
+                String::from_utf8_lossy(req.path),
                 listed(r.paths.iter().map(String::as_str))
             ),
         ),
@@ -691,7 +712,7 @@ fn describe(r: &Compiled, miss: Miss, ev: &Eval<'_>) -> Mismatch {
         Miss::ApiVersions => {
             let wanted = listed(r.api_versions.iter().map(String::as_str));
             let detail = match ev.version() {
-                Some(v) => format!("{:?} (from {}) is not one of {wanted}", v.value, v.source),
+                Some(v) => format!("{:?} (from {}) is not one of {wanted}", v.text(), v.source),
                 None => format!(
                     "no API version (no header, path match, account field or default); \
                      the route needs one of {wanted}"
@@ -840,10 +861,10 @@ impl PathIndex {
 
     /// Every route that can match `path`, ascending: those with a prefix of
     /// `path` plus those without `paths`.
-    fn candidates(&self, path: &str) -> Merge<'_> {
+    fn candidates(&self, path: &[u8]) -> Merge<'_> {
         let mut deepest: &[usize] = &[];
         let mut at = 0;
-        for b in path.bytes() {
+        for &b in path {
             let next = self.nodes.get(at).and_then(|node| {
                 let k = node.edges.binary_search_by_key(&b, |e| e.0).ok()?;
                 node.edges.get(k).map(|e| e.1)
@@ -925,8 +946,8 @@ mod tests {
     ) -> Request<'a> {
         Request {
             method,
-            path,
-            api_version_header: header,
+            path: path.as_bytes(),
+            api_version_header: header.map(str::as_bytes),
             account,
             account_id: account["id"].as_str().unwrap_or(""),
         }
@@ -1123,7 +1144,7 @@ mod tests {
             let got = r.decide(&req);
             assert_eq!(got.as_ref().map(|d| d.name), want, "{what}");
             let got_path = got.as_ref().and_then(|d| d.path.as_deref());
-            assert_eq!(got_path, want_path, "{what}");
+            assert_eq!(got_path, want_path.map(str::as_bytes), "{what}");
             assert_eq!(r.explain(&req).decision, got, "{what}: explain disagrees");
         }
     }
@@ -1158,7 +1179,7 @@ mod tests {
         let acc = base_account();
         let strip = |path| {
             let d = r.decide(&request("GET", path, None, &acc)).expect("match");
-            d.path.map(Cow::into_owned)
+            d.path.map(|p| String::from_utf8_lossy(&p).into_owned())
         };
         assert_eq!(strip("/api/v2/users").as_deref(), Some("/users"));
         assert_eq!(strip("/api/v2").as_deref(), Some("/"));
@@ -1167,6 +1188,40 @@ mod tests {
         assert_eq!(strip("/api").as_deref(), Some("/"));
         // Nothing to strip on a route without paths.
         assert_eq!(strip("/other"), None);
+    }
+
+    #[test]
+    fn paths_and_versions_that_are_not_utf8_route_on_their_bytes() {
+        let r = router_with(
+            json!([
+                {"name": "v7", "api_versions": ["v7"], "target": "v:1"},
+                {"name": "cafe", "paths": ["/caf"], "strip_prefix": true, "target": "c:1"},
+            ]),
+            json!({"api_version": {"path_prefix_pattern": "^/(v\\d+)/"}}),
+        );
+        let acc = json!({"id": "acc_1"});
+        let req = |path: &'static [u8], header: Option<&'static [u8]>| Request {
+            method: "GET",
+            path,
+            api_version_header: header,
+            account: &acc,
+            account_id: "acc_1",
+        };
+        // A raw 0xE9 after the prefix: matched, and stripped byte for byte.
+        let d = r.decide(&req(b"/caf\xE9/x", None)).expect("cafe");
+        assert_eq!((d.name, d.path.as_deref()), ("cafe", Some(&b"/\xE9/x"[..])));
+        // A non-UTF-8 version header is a version, equal to no configured one.
+        let d = r.decide(&req(b"/caf", Some(b"v7\xFF"))).expect("cafe");
+        assert_eq!(d.name, "cafe");
+        assert!(r.decide(&req(b"/x", Some(b"\xFF"))).is_none());
+        // The path pattern runs on bytes.
+        let d = r.decide(&req(b"/v7/\xE9", None)).expect("v7");
+        assert_eq!(d.name, "v7");
+        let ex = r.explain(&req(b"/\xFF", Some(b"v\xFF")));
+        assert_eq!(
+            ex.api_version.map(|v| v.text().into_owned()),
+            Some("v\u{FFFD}".into())
+        );
     }
 
     #[test]
@@ -1217,7 +1272,7 @@ mod tests {
         let acc = json!({"id": "acc_1", "plan": "pro", "org": {"a": 1}, "flags": ["beta"]});
         let ex = r.explain(&request("GET", "/x", None, &acc));
         let version = ResolvedVersion {
-            value: Cow::Borrowed("v2"),
+            value: Cow::Borrowed(b"v2"),
             source: VersionSource::Default,
         };
         assert_eq!(ex.api_version, Some(version));
@@ -1258,7 +1313,7 @@ mod tests {
         let first = ex.steps[0].mismatch.as_ref().map(|m| m.dimension);
         assert_eq!(first, Some(Dimension::ApiVersions));
         let version = ex.api_version.map(|v| (v.value.into_owned(), v.source));
-        assert_eq!(version, Some(("v3".to_string(), VersionSource::Account)));
+        assert_eq!(version, Some((b"v3".to_vec(), VersionSource::Account)));
     }
 
     #[test]
@@ -1653,7 +1708,7 @@ mod tests {
                 if let (Some(d), Some(i)) = (&got, want) {
                     prop_assert_eq!(d.name, routes[i].name.as_str());
                     let want_path = verdicts[i].as_deref().filter(|p| !p.is_empty());
-                    prop_assert_eq!(d.path.as_deref(), want_path);
+                    prop_assert_eq!(d.path.as_deref(), want_path.map(str::as_bytes));
                 }
                 let ex = router.explain(&request);
                 prop_assert_eq!(&ex.decision, &got);

@@ -85,6 +85,9 @@ pub static AUTH_ERRORS_INVALID: Counter = Counter::new("auth_errors_invalid");
 pub static AUTH_ERRORS_LOCK_TIMEOUT: Counter = Counter::new("auth_errors_lock_timeout");
 /// Requests whose concurrent auth call (made by another request) failed.
 pub static AUTH_ERRORS_FLIGHT_FAILED: Counter = Counter::new("auth_errors_flight_failed");
+/// Requests refused an auth call because this worker already had
+/// `auth.max_in_flight` calls in flight (served stale or `failure_status`).
+pub static AUTH_CALLS_REJECTED: Counter = Counter::new("auth_calls_rejected");
 /// Account header values dropped (CR/LF/NUL, too long, not a scalar).
 pub static HEADER_VALUES_DROPPED: Counter = Counter::new("header_values_dropped");
 
@@ -105,7 +108,7 @@ pub static LOG_FAILED: Counter = Counter::new("log_failed");
 pub static ROUTED: Counter = Counter::new("routed");
 
 /// Every counter, in a stable order.
-pub static ALL: [&Counter; 29] = [
+pub static ALL: [&Counter; 30] = [
     &REQUESTS,
     &RESPONSES,
     &RESPONSE_BYTES,
@@ -127,6 +130,7 @@ pub static ALL: [&Counter; 29] = [
     &AUTH_ERRORS_INVALID,
     &AUTH_ERRORS_LOCK_TIMEOUT,
     &AUTH_ERRORS_FLIGHT_FAILED,
+    &AUTH_CALLS_REJECTED,
     &HEADER_VALUES_DROPPED,
     &ROUTED,
     &LOG_QUEUED,
@@ -146,6 +150,7 @@ pub fn count_auth_error(err: &crate::auth::AuthError) {
         E::Status(_) => AUTH_ERRORS_STATUS.incr(),
         E::LockTimeout => AUTH_ERRORS_LOCK_TIMEOUT.incr(),
         E::FlightFailed => AUTH_ERRORS_FLIGHT_FAILED.incr(),
+        E::Rejected => AUTH_CALLS_REJECTED.incr(),
         E::BadResponse | E::InvalidJson | E::MissingAccount | E::MissingAccountId => {
             AUTH_ERRORS_INVALID.incr()
         }

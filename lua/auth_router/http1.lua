@@ -7,6 +7,7 @@ local native = require "auth_router.native"
 local ngx      = ngx
 local pcall    = pcall
 local tostring = tostring
+local floor    = math.floor
 
 local READ_CHUNK = 65536
 
@@ -22,13 +23,34 @@ local function failure(sock, err)
 end
 
 
---- connect(conn) -> sock | nil, kind, detail
+--- The milliseconds left until `deadline` (ngx.now() seconds), or nil when
+-- it has passed. The clock is refreshed: the cached time may be a whole
+-- event-loop iteration old.
+local function left_ms(deadline)
+  ngx.update_time()
+  local ms = floor((deadline - ngx.now()) * 1000)
+  if ms < 1 then
+    return nil
+  end
+  return ms
+end
+
+
+--- connect(conn[, deadline]) -> sock | nil, kind, detail
 -- A connected (and, for conn.tls, encrypted) cosocket to `conn` = { host,
 -- port, tls, ssl_verify, server_name, timeout_ms, pool_size, pool }, from
--- the keepalive pool when one is idle. `kind` is "timeout" or "unreachable".
-function _M.connect(conn)
+-- the keepalive pool when one is idle. Each step may take timeout_ms, or
+-- only what is left until `deadline` when given. `kind` is "timeout" or
+-- "unreachable".
+function _M.connect(conn, deadline)
   local sock = ngx.socket.tcp()
   local t = conn.timeout_ms
+  if deadline then
+    t = left_ms(deadline)
+    if not t then
+      return failure(sock, "timeout")
+    end
+  end
   sock:settimeouts(t, t, t)
 
   local ok, err = sock:connect(conn.host, conn.port, { pool = conn.pool, pool_size = conn.pool_size })
@@ -38,6 +60,13 @@ function _M.connect(conn)
 
   -- TLS only on a fresh connection: a pooled one is already encrypted.
   if conn.tls and sock:getreusedtimes() == 0 then
+    if deadline then
+      t = left_ms(deadline)
+      if not t then
+        return failure(sock, "timeout")
+      end
+      sock:settimeout(t)
+    end
     ok, err = sock:sslhandshake(nil, conn.server_name, conn.ssl_verify)
     if not ok then
       return failure(sock, err)
@@ -50,17 +79,27 @@ end
 --- request(conn, bytes, max_bytes) -> parser | nil, kind, detail
 -- Sends `bytes` (an encoded request) to `conn` = { host, port, tls,
 -- ssl_verify, server_name, timeout_ms, keepalive_ms, pool_size, pool } and
--- reads one whole response into a native parser. The connection goes back
--- to the keepalive pool only when the response was read completely and the
--- server allows reuse. `kind` is "timeout", "unreachable" or "bad_response";
--- `detail` never contains request data.
+-- reads one whole response into a native parser. `timeout_ms` is the budget
+-- of the whole exchange (connect, TLS, send and every read together), not of
+-- each step: a peer dripping its answer byte by byte is cut off when it is
+-- spent. The connection goes back to the keepalive pool only when the
+-- response was read completely and the server allows reuse. `kind` is
+-- "timeout", "unreachable" or "bad_response"; `detail` is a short plain
+-- message and never contains request data.
 -- Context: rewrite, access, content, timer (cosockets).
 function _M.request(conn, bytes, max_bytes)
-  local sock, kind, detail = _M.connect(conn)
+  ngx.update_time()
+  local deadline = ngx.now() + conn.timeout_ms / 1000
+  local sock, kind, detail = _M.connect(conn, deadline)
   if not sock then
     return nil, kind, detail
   end
 
+  local t = left_ms(deadline)
+  if not t then
+    return failure(sock, "timeout")
+  end
+  sock:settimeout(t)
   local ok, err = sock:send(bytes)
   if not ok then
     return failure(sock, err)
@@ -68,22 +107,32 @@ function _M.request(conn, bytes, max_bytes)
 
   local parser = native.response_parser(max_bytes)
   while true do
-    local data
+    t = left_ms(deadline)
+    if not t then
+      return failure(sock, "timeout")
+    end
+    sock:settimeout(t)
+    local data, pok, done
     data, err = sock:receiveany(READ_CHUNK)
-    local pok, done
     if data then
-      pok, done = pcall(parser.feed, parser, data)
+      pok, done, err = pcall(parser.feed, parser, data)
     elseif err == "closed" then
-      pok, done = pcall(parser.eof, parser)
-      if pok and not done then
-        done, pok = "connection closed before the response was complete", false
+      pok, done, err = pcall(parser.eof, parser)
+      if done == false then
+        done, err = nil, "connection closed before the response was complete"
       end
     else
       return failure(sock, err)
     end
     if not pok then
+      -- a bug (caught panic): its text carries a traceback, keep it out of
+      -- the per-failure line
+      ngx.log(ngx.ERR, "[auth-router] response parser failed: ", tostring(done))
+      done, err = nil, "response parser failed"
+    end
+    if done == nil then
       sock:close()
-      return nil, "bad_response", tostring(done)
+      return nil, "bad_response", err
     end
     if done then
       break

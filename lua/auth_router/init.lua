@@ -31,6 +31,8 @@ local setmetatable = setmetatable
 local INTERNAL_ERROR_STATUS  = 500
 local INTERNAL_ERROR_MESSAGE = "An unexpected error occurred"
 local NO_CREDENTIAL_MESSAGE  = "No credentials found in request"
+local DUPLICATE_CREDENTIAL_MESSAGE = "Duplicate credential header found"
+local DUPLICATE_HEADER_MESSAGE     = "Duplicate header found: "
 local DENY_MESSAGES          = { [401] = "Unauthorized", [403] = "Forbidden" }
 local UNAVAILABLE_MESSAGE    = "Authentication service unavailable"
 
@@ -42,10 +44,20 @@ local LOCK_PREFIX = "lock:"
 local UNCACHEABLE_PREFIX = "nc:"
 local WAIT_MIN_S  = 0.001
 local WAIT_MAX_S  = 0.02
+-- Waiters allow the call this much past its deadline (the caller still has
+-- to parse and store the answer, and they poll every WAIT_MAX_S at most).
+local WAIT_MARGIN_S = 0.25
+-- The lock outlives any call by this much: a call never holds it past its
+-- deadline, so no second call can start while one is in flight.
+local LOCK_MARGIN_S = 1
 
 local _M = {
   VERSION  = native.version(),
   validate = config.validate,
+  -- At most one auth-failure line per auth service per worker this often;
+  -- the next line says how many were held back. A field so that specs can
+  -- shorten it.
+  FAILURE_LOG_INTERVAL_S = 10,
 }
 
 -- Compiled plugins by config table (weak keys).
@@ -58,6 +70,10 @@ local args = {}
 local inflight = {}
 -- Dict names already reported missing (log once per worker).
 local missing_dict_logged = {}
+-- Auth calls in flight in this worker, by auth service (connection pool name).
+local calls_in_flight = {}
+-- Per auth service: { next_at = time, held = lines held back } (see log_failure).
+local failure_log = {}
 local node_secret
 
 
@@ -115,7 +131,8 @@ local function make_plan(plugin)
     dict         = dict,
     -- a new plugin starts with an empty L1: earlier purges do not concern it
     purge_seen   = dict and dict:get(PURGE_SEQ) or 0,
-    vars         = {},
+    names        = {},   -- credential then forwarded header names (lowercase)
+    ncred        = #auth.credential_headers,
     strip        = {},
     hide         = {},
     failure_status = auth.failure_status,
@@ -131,15 +148,17 @@ local function make_plan(plugin)
   plan.conn.server_name = target.host
   plan.conn.pool = "auth-router:" .. target.host .. ":" .. target.port .. (target.tls and ":tls" or "")
   plan.auth_addr = target.host .. ":" .. target.port
-  -- Waiters give up after the longest a connect + send + read may take.
-  plan.wait_s = 3 * auth.timeout_ms / 1000 + 0.1
-  plan.lock_ttl = plan.wait_s + 1
+  plan.max_in_flight = auth.max_in_flight
+  -- timeout_ms is the budget of the whole call (http1.request), so waiters
+  -- and the lock are bounded by it too.
+  plan.wait_s = auth.timeout_ms / 1000 + WAIT_MARGIN_S
+  plan.lock_ttl = auth.timeout_ms / 1000 + LOCK_MARGIN_S
 
   for _, h in ipairs(auth.credential_headers) do
-    plan.vars[#plan.vars + 1] = header_var(h)
+    plan.names[#plan.names + 1] = h
   end
   for _, h in ipairs(auth.forward_headers) do
-    plan.vars[#plan.vars + 1] = header_var(h)
+    plan.names[#plan.names + 1] = h
   end
   -- Spoofable headers: every upstream header and the route header, always.
   for _, rule in ipairs(c.upstream_headers) do
@@ -277,8 +296,34 @@ local function was_uncacheable(plan, key)
 end
 
 
+-- One error-log line per auth failure (kind, address, short reason), at
+-- most one per FAILURE_LOG_INTERVAL_S per auth service in this worker: an
+-- outage must not flood the log. The next line written counts the others.
+local function log_failure(addr, kind, reason)
+  local now = ngx.now()
+  local state = failure_log[addr]
+  if not state then
+    state = { next_at = 0, held = 0 }
+    failure_log[addr] = state
+  end
+  if now < state.next_at then
+    state.held = state.held + 1
+    return
+  end
+  local held = state.held
+  state.next_at = now + _M.FAILURE_LOG_INTERVAL_S
+  state.held = 0
+  if held > 0 then
+    ngx.log(ngx.ERR, "[auth-router] auth service ", addr, " failed (", kind, "): ", reason,
+            " (", held, " more failures since the last such line)")
+  else
+    ngx.log(ngx.ERR, "[auth-router] auth service ", addr, " failed (", kind, "): ", reason)
+  end
+end
+
+
 -- The auth call itself; records the answer in L1 (native) and L2 (dict).
-local function call_auth(plan, exchange)
+local function exchange_with_auth(plan, exchange)
   local req = exchange:auth_request()
   local started = ngx.now()
   local parser, kind, detail = http1.request(plan.conn, req, MAX_AUTH_RESPONSE_BYTES)
@@ -286,9 +331,12 @@ local function call_auth(plan, exchange)
   local latency_ms = (ngx.now() - started) * 1000
   local step, value, ttl, problem = exchange:auth_response(parser, kind, ngx.now(), latency_ms)
   if not parser then
-    ngx.log(ngx.ERR, "[auth-router] auth service ", plan.auth_addr, " failed (", kind, "): ", detail)
+    if kind == "timeout" then
+      detail = "no complete answer within auth.timeout_ms (" .. plan.conn.timeout_ms .. " ms)"
+    end
+    log_failure(plan.auth_addr, kind, detail)
   elseif problem then
-    ngx.log(ngx.ERR, "[auth-router] auth service ", plan.auth_addr, ": ", problem)
+    log_failure(plan.auth_addr, "answer", problem)
   end
   if value and plan.dict then
     local ok, err = plan.dict:set(exchange:pending_key(), value, ttl)
@@ -299,6 +347,27 @@ local function call_auth(plan, exchange)
     -- A verdict the auth service forbade caching (no-store, ttl 0, exp
     -- passed): requests waiting on this call must ask for themselves.
     mark_uncacheable(plan, exchange:pending_key())
+  end
+  return step
+end
+
+
+-- The auth call, unless this worker already has max_in_flight calls in
+-- flight to the auth service: then fail fast (stale if there is one)
+-- rather than pile more calls on a slow auth service. The check and the
+-- count happen without a yield in between.
+local function call_auth(plan, exchange)
+  local pool = plan.conn.pool
+  local flying = calls_in_flight[pool] or 0
+  if flying >= plan.max_in_flight then
+    log_failure(plan.auth_addr, "overloaded", flying .. " auth calls in flight in this worker (auth.max_in_flight)")
+    return exchange:fail("rejected", ngx.now())
+  end
+  calls_in_flight[pool] = flying + 1
+  local ok, step = pcall(exchange_with_auth, plan, exchange)
+  calls_in_flight[pool] = calls_in_flight[pool] - 1
+  if not ok then
+    error(step, 0)
   end
   return step
 end
@@ -448,12 +517,29 @@ local function authenticate(plugin, ctx)
     apply_purges(plugin, plan, plan.dict)
   end
 
-  local var = ngx.var
-  local vars = plan.vars
-  local n = #vars
+  -- Header values come from the header list, not $http_*: nginx 1.22 gives
+  -- a repeated header's first line there, later versions join some with
+  -- commas, so neither shows that a header was repeated. A repeated
+  -- credential (or forwarded) header is ambiguous: which one did the
+  -- upstream read? Refuse it, as Kong's key-auth does. 0: no limit, so a
+  -- repeat after 100 other headers is still seen (nginx's buffers bound it).
+  local headers = req.get_headers(0)
+  local names = plan.names
+  local n = #names
   for i = 1, n do
-    args[i] = var[vars[i]]
+    local value = headers[names[i]]
+    if type(value) == "table" then
+      for j = 1, i - 1 do
+        args[j] = nil
+      end
+      if i <= plan.ncred then
+        return 401, { message = DUPLICATE_CREDENTIAL_MESSAGE }
+      end
+      return 400, { message = DUPLICATE_HEADER_MESSAGE .. names[i] }
+    end
+    args[i] = value
   end
+  local var = ngx.var
   local exchange, step = plugin:access(req.get_method(), var.request_uri,
                                        floor(req.start_time() * 1000), ngx.now(),
                                        unpack(args, 1, n))
@@ -609,7 +695,7 @@ function _M.purge(plugin, values)
     if type(values) == "string" then
       values = { values }
     end
-    key = plugin:cache_key(unpack(values, 1, #plan.vars))
+    key = plugin:cache_key(unpack(values, 1, #plan.names))
     if not key then
       return nil, "no credential value given"
     end

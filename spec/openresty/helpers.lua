@@ -370,6 +370,16 @@ function Mocks:calls(token)
 end
 
 
+--- Slow auth calls (slow-, drip- tokens) in progress at the mock now, and
+-- the most there were at once since the last reset.
+function Mocks:inflight()
+  local status, _, body = helpers.request("GET", self:url("auth", "/__inflight"))
+  assert(status == 200, "mock /__inflight answered " .. tostring(status))
+  local t = cjson.decode(body)
+  return t.now, t.max
+end
+
+
 --- The last auth request as {method, uri, headers, body}, or nil.
 function Mocks:last_auth_request()
   local _, _, body = helpers.request("GET", self:url("auth", "/__last"))
@@ -772,13 +782,103 @@ function helpers.request(method, url, headers, body, timeout)
 end
 
 
+--- Sends `bytes` as they are (any request line, headers, bytes) to
+-- 127.0.0.1:`port` on a fresh connection and reads until the server closes.
+-- Returns status, headers, body like request(); or nil and an error message.
+function helpers.raw_request(port, bytes, timeout)
+  local sock = socket.tcp()
+  sock:settimeout(timeout or HTTP_TIMEOUT)
+  local ok, err = sock:connect("127.0.0.1", port)
+  if not ok then
+    sock:close()
+    return nil, "connect failed: " .. tostring(err)
+  end
+  ok, err = sock:send(bytes)
+  if not ok then
+    sock:close()
+    return nil, "send failed: " .. tostring(err)
+  end
+  local raw, rerr, partial = sock:receive("*a")
+  sock:close()
+  raw = raw or partial
+  if not raw or raw == "" then
+    return nil, "no response: " .. tostring(rerr)
+  end
+  return parse_response(raw)
+end
+
+
+local Connection = {}
+Connection.__index = Connection
+
+--- A keepalive connection to 127.0.0.1:`port`; conn:request(bytes) sends one
+-- raw request and reads exactly one response (Content-Length or chunked),
+-- returning status, headers, body (or nil, err); conn:close().
+function helpers.connection(port, timeout)
+  local sock = socket.tcp()
+  sock:settimeout(timeout or HTTP_TIMEOUT)
+  assert(sock:connect("127.0.0.1", port))
+  return setmetatable({ sock = sock }, Connection)
+end
+
+function Connection:request(bytes)
+  local sock = self.sock
+  local ok, err = sock:send(bytes)
+  if not ok then
+    return nil, "send failed: " .. tostring(err)
+  end
+  local lines = {}
+  while true do
+    local line, lerr = sock:receive("*l")
+    if not line then
+      return nil, "head: " .. tostring(lerr)
+    end
+    if line == "" then
+      break
+    end
+    lines[#lines + 1] = line
+  end
+  local head = table.concat(lines, "\r\n")
+  local length = tonumber(head:lower():match("\r\ncontent%-length:%s*(%d+)"))
+  local body
+  if length then
+    body = length > 0 and assert(sock:receive(length)) or ""
+  elseif head:lower():find("\r\ntransfer%-encoding:%s*chunked") then
+    local parts = {}
+    while true do
+      local size = tonumber(assert(sock:receive("*l")):match("^%x+"), 16)
+      if size == 0 then
+        assert(sock:receive("*l"))
+        break
+      end
+      parts[#parts + 1] = assert(sock:receive(size))
+      assert(sock:receive("*l"))
+    end
+    body = table.concat(parts)
+  else
+    return nil, "response without length: " .. head
+  end
+  local status = tonumber(head:match("^HTTP/1%.%d (%d%d%d)"))
+  local headers = {}
+  for name, value in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]*)") do
+    headers[name:lower()] = value
+  end
+  return status, headers, body
+end
+
+function Connection:close()
+  self.sock:close()
+end
+
+
 --- Many requests at once: at most `concurrency` (default 50) connections
 -- open together, each request on its own fresh connection (so with a
 -- reuseport gateway they spread over the workers), driven by socket.select.
 -- `list` holds {method=, url=, headers=, body=} (method defaults to GET).
 -- Gives up on whatever is unfinished after `timeout` seconds (default 10).
--- Returns an array in the order of `list`: {status=, headers=, body=} or
--- {err=}; and the elapsed seconds.
+-- Returns an array in the order of `list`: {status=, headers=, body=,
+-- elapsed=} or {err=}; and the elapsed seconds. `elapsed` is the seconds
+-- from that request's connect to its end (at select's resolution).
 function helpers.request_many(list, concurrency, timeout)
   concurrency = concurrency or 50
   local started = socket.gettime()
@@ -799,7 +899,8 @@ function helpers.request_many(list, concurrency, timeout)
     local raw = table.concat(st.chunks)
     local status, headers, body = parse_response(raw)
     if status then
-      results[st.i] = { status = status, headers = headers, body = body }
+      results[st.i] = { status = status, headers = headers, body = body,
+                        elapsed = socket.gettime() - st.started }
     else
       results[st.i] = { err = headers }
     end
@@ -822,6 +923,7 @@ function helpers.request_many(list, concurrency, timeout)
       sent = 0,
       chunks = {},
       sending = true,
+      started = socket.gettime(),
     }
     n_active = n_active + 1
   end

@@ -376,13 +376,13 @@ fn explain(args: &[String], read: ReadFile<'_>) -> Result<String, CliError> {
         .headers
         .iter()
         .find(|(name, _)| name == version_header)
-        .map(|(_, v)| v.as_str());
+        .map(|(_, v)| v.as_bytes());
     let method = a.method.as_deref().unwrap_or("GET");
 
     let router = Router::new(&config);
     let req = Request {
         method,
-        path,
+        path: path.as_bytes(),
         api_version_header: header,
         account: &account,
         account_id: &account_id,
@@ -404,7 +404,7 @@ fn destination(d: &Destination) -> (&'static str, String) {
 
 fn explanation_text(ex: &Explanation<'_>, version_header: &str) -> String {
     let mut out = match &ex.api_version {
-        Some(v) => format!("api version: {} (from {})\n", v.value, v.source),
+        Some(v) => format!("api version: {} (from {})\n", v.text(), v.source),
         None => format!(
             "api version: none (no {version_header} header, path match, account field or default)\n"
         ),
@@ -425,6 +425,7 @@ fn explanation_text(ex: &Explanation<'_>, version_header: &str) -> String {
                 d.name
             ));
             if let Some(p) = &d.path {
+                let p = String::from_utf8_lossy(p);
                 out.push_str(&format!(", upstream path {p:?} (strip_prefix)"));
             }
             out.push('\n');
@@ -441,7 +442,7 @@ fn explanation_json(ex: &Explanation<'_>) -> Value {
             "position": d.index + 1,
             "name": d.name,
             "prefix": d.prefix,
-            "path": d.path.as_deref(),
+            "path": d.path.as_deref().map(String::from_utf8_lossy),
         });
         r[kind] = json!(dest);
         r
@@ -458,7 +459,7 @@ fn explanation_json(ex: &Explanation<'_>) -> Value {
         })
         .collect();
     json!({
-        "api_version": ex.api_version.as_ref().map(|v| json!({"value": v.value, "source": v.source.as_str()})),
+        "api_version": ex.api_version.as_ref().map(|v| json!({"value": v.text(), "source": v.source.as_str()})),
         "route": route,
         "steps": steps,
     })

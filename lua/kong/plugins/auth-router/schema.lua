@@ -17,6 +17,7 @@ local config   = require "auth_router.config" -- the nginx-free part of the core
 
 local MAX_TIMEOUT_MS  = 2147483646     -- 2^31 - 2, the bound of Kong's typedefs.timeout
 local MAX_TTL_S       = 31536000       -- one year
+local MAX_NEGATIVE_TTL_S = 3600       -- denials are remembered at most an hour
 local MAX_BODY_BYTES  = 67108864       -- 64 MiB
 local MAX_QUEUE_BYTES = 1073741824     -- 1 GiB
 
@@ -117,7 +118,7 @@ local AUTH = {
     { timeout_ms = typedefs.timeout {
         default = 1000,
         between = { 1, MAX_TIMEOUT_MS },
-        description = "Connect, send and read timeout of the auth call, in milliseconds.",
+        description = "Budget of the whole auth call (connect, send and the whole response), in milliseconds.",
     } },
     { keepalive_ms = typedefs.timeout {
         default = 60000,
@@ -129,6 +130,13 @@ local AUTH = {
         default = 64,
         between = { 1, 65535 },
         description = "Keepalive pool size per worker for auth service connections.",
+    } },
+    { max_in_flight = {
+        type = "integer",
+        default = 64,
+        between = { 1, 65535 },
+        description = "Most auth calls in flight per worker; beyond it a request fails fast "
+                      .. "(stale answer or failure_status) instead of adding a call.",
     } },
     { ssl_verify = {
         type = "boolean",
@@ -154,7 +162,7 @@ local AUTH = {
     { negative_ttl_s = {
         type = "number",
         default = 10,
-        between = { 0, MAX_TTL_S },
+        between = { 0, MAX_NEGATIVE_TTL_S },
         description = "How long a 401/403 verdict is cached, in seconds.",
     } },
     { stale_ttl_s = {
@@ -359,7 +367,7 @@ local LOG = {
     { timeout_ms = typedefs.timeout {
         default = 10000,
         between = { 1, MAX_TIMEOUT_MS },
-        description = "Collector connect, send and read timeout, in milliseconds.",
+        description = "Budget of one delivery to the collector (connect, send and the whole answer), in milliseconds.",
     } },
     { keepalive_ms = typedefs.timeout {
         default = 60000,
