@@ -114,15 +114,15 @@ function _M.access()
   if status then
     return respond(status, body, headers)
   end
-  local route = core.route(ctx)
+  local route, path = core.route(ctx)
   if route then
     -- The variable form (proxy_pass http://$auth_router_target) reads this;
     -- the balancer form reads ctx.route and may not declare the variable.
     pcall(function() ngx.var[TARGET_VAR] = host_port(route.host, route.port) end)
-    if route.path then
+    if path then
       -- set_uri refuses control bytes that a client can send %-encoded
       -- (/x%0Ay): that is the client's error, not ours.
-      local ok, err = pcall(ngx.req.set_uri, route.path)
+      local ok, err = pcall(ngx.req.set_uri, path)
       if not ok then
         ngx.log(ngx.INFO, "[auth-router] cannot rewrite path for route '", route.name, "': ", err)
         core.refuse(ctx)
