@@ -111,15 +111,17 @@ function _M:stop()
 end
 
 
---- collector() -> a running log collector (see spec/openresty/collector.lua).
--- The collector is a separate luajit process: it gets this process's module
--- paths, where Kong's OpenResty keeps lua-cjson and luasocket. setsid: in
--- its caller's process group it was killed by a signal to that group while
--- Kong's helpers started processes (2 runs in 3; no line in its own log),
--- so it gets a session of its own.
+-- The collector module, loaded once and kept: it stops its collectors when
+-- it is garbage collected (so that an aborted run leaves none behind).
+local collector_module = dofile(ROOT .. "/spec/openresty/collector.lua")
+
+
+--- collector() -> a running log collector (see spec/openresty/collector.lua),
+-- a separate luajit process given this process's module paths, where Kong's
+-- OpenResty keeps lua-cjson and luasocket.
 function _M.collector()
-  local luajit = ("LUA_PATH=%q LUA_CPATH=%q setsid luajit"):format(package.path, package.cpath)
-  return dofile(ROOT .. "/spec/openresty/collector.lua").start({ luajit = luajit })
+  local luajit = ("LUA_PATH=%q LUA_CPATH=%q luajit"):format(package.path, package.cpath)
+  return collector_module.start({ luajit = luajit })
 end
 
 
