@@ -77,7 +77,9 @@ mod lua {
             // plugin:ffi_ptr() -> the compiled config for crate::ffi's calls;
             // valid while Lua references this plugin
             methods.add_method("ffi_ptr", |_, this, ()| {
-                Ok(LuaLightUserData(Rc::as_ptr(&this.0) as *mut std::ffi::c_void))
+                Ok(LuaLightUserData(
+                    Rc::as_ptr(&this.0) as *mut std::ffi::c_void
+                ))
             });
             // plugin:config() -> normalized config table
             methods.add_method("config", |lua, this, ()| {

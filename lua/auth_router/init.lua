@@ -193,7 +193,8 @@ local function make_plan(plugin)
   end
   -- The C call's input: credential then forwarded header values, refilled
   -- on every request (never across a yield).
-  plan.ptr = plugin:ffi_ptr()
+  -- A cdata pointer: LuaJIT cannot compile a lightuserdata argument.
+  plan.ptr = ffi.cast("const void *", plugin:ffi_ptr())
   plan.values = ffi.new("ar_str[?]", math.max(#plan.names, 1))
   if c.hide_credentials then
     plan.hide = auth.credential_headers

@@ -103,6 +103,13 @@ local function host_port(host, port)
 end
 
 
+-- No closure in access: creating one (or closing over a local) keeps
+-- LuaJIT from compiling the phase.
+local function set_target_var(value)
+  ngx.var[TARGET_VAR] = value
+end
+
+
 --- Context: access_by_lua*.
 function _M.access()
   if not plugin then
@@ -118,7 +125,7 @@ function _M.access()
   if route then
     -- The variable form (proxy_pass http://$auth_router_target) reads this;
     -- the balancer form reads ctx.route and may not declare the variable.
-    pcall(function() ngx.var[TARGET_VAR] = host_port(route.host, route.port) end)
+    pcall(set_target_var, host_port(route.host, route.port))
     if path then
       -- set_uri refuses control bytes that a client can send %-encoded
       -- (/x%0Ay): that is the client's error, not ours.

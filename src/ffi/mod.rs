@@ -112,12 +112,15 @@ fn guard(body: impl FnOnce() -> i32) -> i32 {
 }
 
 /// The message of the last error on this worker (valid until the next error).
+///
+/// # Safety
+/// `out` must be NULL or point to a writable [`ArStr`].
 #[no_mangle]
-pub extern "C" fn ar_last_error(out: *mut ArStr) -> i32 {
+pub unsafe extern "C" fn ar_last_error(out: *mut ArStr) -> i32 {
     guard(|| {
         LAST_ERROR.with(|e| {
             let e = e.borrow();
-            if let Some(out) = unsafe { out.as_mut() } {
+            if let Some(out) = out.as_mut() {
                 // The thread-local String outlives the call; Lua copies it at once.
                 *out = ArStr::of(e.as_bytes());
             }
@@ -179,8 +182,12 @@ pub unsafe extern "C" fn ar_access(
         } else {
             std::slice::from_raw_parts(values, n as usize)
         };
-        let (creds, forwarded) =
-            plugin.split_values(values.iter().map(|v| v.bytes().map(<[u8]>::to_vec)).collect());
+        let (creds, forwarded) = plugin.split_values(
+            values
+                .iter()
+                .map(|v| v.bytes().map(<[u8]>::to_vec))
+                .collect(),
+        );
         let step = plugin.lookup(&mut ex, creds, forwarded, now);
         match slots::with(|s| s.insert(plugin, ex, now)) {
             Ok(h) => {
@@ -302,7 +309,9 @@ pub extern "C" fn ar_response(handle: f64, status: i32) -> i32 {
         slots::with(|s| match s.get(handle) {
             Ok(live) => {
                 live.ex.response(status.clamp(0, 999) as u16);
-                live.ex.account().map_or(0, |a| a.response_headers.len() as i32)
+                live.ex
+                    .account()
+                    .map_or(0, |a| a.response_headers.len() as i32)
             }
             Err(e) => slot_error(e),
         })

@@ -68,7 +68,10 @@ fn decode(handle: f64) -> Option<(u32, u32)> {
         return None;
     }
     let h = handle as u64;
-    Some(((h & ((1 << INDEX_BITS) - 1)) as u32, (h >> INDEX_BITS) as u32))
+    Some((
+        (h & ((1 << INDEX_BITS) - 1)) as u32,
+        (h >> INDEX_BITS) as u32,
+    ))
 }
 
 impl Slots {
@@ -206,8 +209,13 @@ mod tests {
             s.insert(p.clone(), ex(), 100.0).expect("slot");
         }
         assert_eq!(s.live(), CAPACITY);
-        assert_eq!(s.insert(p.clone(), ex(), 200.0).err(), Some(SlotError::Full));
-        let h = s.insert(p, ex(), RECLAIM_AFTER_S).expect("the oldest is reclaimed");
+        assert_eq!(
+            s.insert(p.clone(), ex(), 200.0).err(),
+            Some(SlotError::Full)
+        );
+        let h = s
+            .insert(p, ex(), RECLAIM_AFTER_S)
+            .expect("the oldest is reclaimed");
         assert_eq!(s.get(first).err(), Some(SlotError::Stale));
         assert!(s.get(h).is_ok());
         assert_eq!(s.live(), CAPACITY);
