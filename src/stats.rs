@@ -46,7 +46,8 @@ impl Counter {
 pub static REQUESTS: Counter = Counter::new("requests");
 /// Responses whose headers went through header_filter.
 pub static RESPONSES: Counter = Counter::new("responses");
-/// Response body bytes seen by body_filter.
+/// Response body bytes seen by body_filter (which makes a native call only
+/// while response bodies are logged).
 pub static RESPONSE_BYTES: Counter = Counter::new("response_bytes");
 /// Exchanges closed in the log phase.
 pub static COMPLETED: Counter = Counter::new("completed");

@@ -743,6 +743,16 @@ function _M.log(ctx)
 end
 
 
+--- release(handle): frees a request's native slot without a log record
+-- (the adapter saw the request come back through access after an internal
+-- redirect; the new exchange is the one logged). A stale handle is ignored.
+function _M.release(handle)
+  if handle then
+    C.ar_finish(handle)
+  end
+end
+
+
 --- purge(plugin, values) -> true | nil, err
 -- Forgets one credential (`values`: the credential header values in config
 -- order, then forwarded ones; a string is the first credential header's

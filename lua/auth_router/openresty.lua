@@ -20,6 +20,8 @@ local tostring = tostring
 local tonumber = tonumber
 local error    = error
 local encode   = cjson.encode
+local ffi      = require "ffi"
+local get_request = require("resty.core.base").get_request
 
 local BAD_PATH_MESSAGE = "Invalid request path"
 local CTX_KEY          = "auth_router"
@@ -30,6 +32,18 @@ local _M = {
 }
 
 local plugin -- compiled in init, inherited by every worker
+-- This worker's live requests' slot handles by nginx request address (see
+-- access).
+-- An entry whose log phase never ran is overwritten or freed by the next
+-- request nginx allocates at the same address.
+local slot_of = {}
+
+
+-- The nginx request's address: get_request() answers a new cdata each
+-- call, which is no use as a table key.
+local function request_id()
+  return tonumber(ffi.cast("uintptr_t", get_request()))
+end
 
 
 local function read_file(path)
@@ -117,7 +131,17 @@ function _M.access()
     return respond(500, { message = "An unexpected error occurred" })
   end
   local ctx = request_ctx()
+  -- An internal redirect (error_page, ngx.exec, try_files) drops ngx.ctx but
+  -- keeps the nginx request: the request's native slot is also filed under
+  -- it, so the final location's log() finds it, and a redirect that comes
+  -- back through access() frees the earlier one.
+  local r = request_id()
+  local previous = slot_of[r]
+  if previous then
+    core.release(previous)
+  end
   local status, body, headers = core.access(plugin, ctx)
+  slot_of[r] = ctx.exchange
   if status then
     return respond(status, body, headers)
   end
@@ -179,7 +203,14 @@ end
 
 --- Context: log_by_lua*.
 function _M.log()
-  core.log(request_ctx())
+  local ctx = request_ctx()
+  local r = request_id()
+  if not ctx.exchange and slot_of[r] then
+    -- an internal redirect dropped ngx.ctx (see access)
+    ctx.exchange, ctx.plugin = slot_of[r], plugin
+  end
+  slot_of[r] = nil
+  core.log(ctx)
 end
 
 
