@@ -67,6 +67,7 @@ pub struct Exchange {
     auth_error: Option<AuthError>,
     auth_latency_ms: Option<f64>,
     route: Option<(String, Destination)>,
+    upstream_path: Option<Vec<u8>>,
     request_capture: Option<Capture>,
     response_capture: Option<Capture>,
 }
@@ -90,6 +91,7 @@ impl Exchange {
             auth_error: None,
             auth_latency_ms: None,
             route: None,
+            upstream_path: None,
             request_capture: None,
             response_capture: None,
         }
@@ -103,6 +105,13 @@ impl Exchange {
     /// The request URI as the client sent it.
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// Keeps the upstream path a route rewrote to, so that a pointer to it
+    /// stays valid for the rest of the request; answers it.
+    pub fn set_upstream_path(&mut self, path: Option<Vec<u8>>) -> Option<&[u8]> {
+        self.upstream_path = path;
+        self.upstream_path.as_deref()
     }
 
     /// Records the routing decision.

@@ -5,9 +5,11 @@
 //! frame can yield. This file is only the Lua binding (`auth_router_native`).
 //!
 //! Cargo features:
-//! - `ffi` (default): the Lua module entry point and its conversions, built with
-//!   `mlua` (`luajit`, `module`). Without it the crate is the pure core, as used
-//!   by `cargo test`, the benches and the command-line tool.
+//! - `lua` (default): the Lua module entry point and its conversions, built with
+//!   `mlua` (`luajit`, `module`): what runs once per config or per auth call.
+//!   Without it the crate is the pure core plus the C ABI of the per-request
+//!   path (`ffi`, always built), as used by `cargo test`, the benches and the
+//!   command-line tool.
 #![deny(missing_docs, missing_debug_implementations)]
 #![cfg_attr(
     not(test),
@@ -20,6 +22,7 @@ pub mod cache;
 pub mod config;
 pub mod exchange;
 pub mod fault;
+pub mod ffi;
 pub mod http1;
 pub mod logrec;
 pub mod plugin;
@@ -33,12 +36,13 @@ pub mod stats;
 /// The plugin version; the rockspec and the Kong handler carry the same one.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-#[cfg(feature = "ffi")]
-mod ffi {
+#[cfg(feature = "lua")]
+mod lua {
     use crate::auth::AuthError;
     use crate::cache::CacheKey;
-    use crate::config::{self, ConfigError, Destination, Sink};
+    use crate::config::{self, ConfigError, Sink};
     use crate::exchange::Exchange;
+    use crate::ffi::slots::{self, Live};
     use crate::http1::{Progress, ResponseParser};
     use crate::plugin::{Plugin, Step};
     use crate::recorder::LogMeta;
@@ -64,50 +68,19 @@ mod ffi {
         v.map(|s| s.as_bytes().to_vec())
     }
 
-    /// `(name, value, name, value, ...)` as multiple Lua returns.
-    fn pairs(lua: &Lua, list: &[(String, String)]) -> LuaResult<LuaMultiValue> {
-        let mut out = LuaMultiValue::with_capacity(list.len() * 2);
-        for (n, v) in list {
-            out.push_back(LuaValue::String(lua.create_string(n)?));
-            out.push_back(LuaValue::String(lua.create_string(v)?));
-        }
-        Ok(out)
-    }
-
     /// A compiled config, shared by every request that uses it.
     #[derive(Debug)]
     struct PluginUd(Rc<Plugin>);
 
     impl UserData for PluginUd {
         fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-            // plugin:access(method, uri, start_ms, now, cred..., fwd...) -> ctx, step
-            methods.add_method(
-                "access",
-                |_,
-                 this,
-                 (method, uri, start_ms, now, values): (
-                    LuaString,
-                    LuaString,
-                    f64,
-                    f64,
-                    Variadic<Option<LuaString>>,
-                )| {
-                    let p = &this.0;
-                    // Bytes, not str: a client may send any byte in the URI.
-                    let mut ex = p.begin(&method.as_bytes(), &uri.as_bytes(), start_ms as u64);
-                    fault::maybe_panic_in_access();
-                    let (creds, forwarded) =
-                        p.split_values(values.into_iter().map(bytes).collect());
-                    let step = p.lookup(&mut ex, creds, forwarded, now);
-                    Ok((
-                        Ctx {
-                            plugin: p.clone(),
-                            ex,
-                        },
-                        step_name(step),
-                    ))
-                },
-            );
+            // plugin:ffi_ptr() -> the compiled config for crate::ffi's calls;
+            // valid while Lua references this plugin
+            methods.add_method("ffi_ptr", |_, this, ()| {
+                Ok(LuaLightUserData(
+                    Rc::as_ptr(&this.0) as *mut std::ffi::c_void
+                ))
+            });
             // plugin:config() -> normalized config table
             methods.add_method("config", |lua, this, ()| {
                 lua.to_value(&this.0.config.normalized)
@@ -207,11 +180,18 @@ mod ffi {
         }
     }
 
-    /// One request's native state, kept in the per-request ctx between phases.
+    /// A view of one live request's slot (crate::ffi::slots), for the calls
+    /// that stay on mlua (the miss path, denials, the logged finish). The
+    /// per-request hot path goes through crate::ffi instead.
     #[derive(Debug)]
-    struct Ctx {
-        plugin: Rc<Plugin>,
-        ex: Exchange,
+    struct Ctx(f64);
+
+    /// Runs `f` on the live request a handle names.
+    fn with_live<T>(handle: f64, f: impl FnOnce(&mut Live) -> LuaResult<T>) -> LuaResult<T> {
+        slots::with(|s| match s.get(handle) {
+            Ok(live) => f(live),
+            Err(_) => Err(LuaError::runtime("stale request handle")),
+        })
     }
 
     fn pending_hex(ex: &Exchange) -> LuaResult<String> {
@@ -222,30 +202,38 @@ mod ffi {
 
     impl UserData for Ctx {
         fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-            // ctx:pending_key() -> hex (the shared dict key)
-            methods.add_method("pending_key", |_, this, ()| pending_hex(&this.ex));
-            // ctx:load_shared(value, now) -> step
-            methods.add_method_mut("load_shared", |_, this, (value, now): (LuaString, f64)| {
-                Ok(step_name(this.plugin.load_shared(
-                    &mut this.ex,
-                    &value.as_bytes(),
-                    now,
-                )))
+            // x:pending_key() -> hex (the shared dict key)
+            methods.add_method("pending_key", |_, this, ()| {
+                with_live(this.0, |live| pending_hex(&live.ex))
             });
-            // ctx:recheck(now) -> step (L1 only)
-            methods.add_method_mut("recheck", |_, this, now: f64| {
-                Ok(step_name(this.plugin.recheck(&mut this.ex, now)))
+            // x:load_shared(value, now) -> step
+            methods.add_method("load_shared", |_, this, (value, now): (LuaString, f64)| {
+                with_live(this.0, |live| {
+                    Ok(step_name(live.plugin.load_shared(
+                        &mut live.ex,
+                        &value.as_bytes(),
+                        now,
+                    )))
+                })
             });
-            // ctx:auth_request() -> bytes
+            // x:recheck(now) -> step (L1 only)
+            methods.add_method("recheck", |_, this, now: f64| {
+                with_live(this.0, |live| {
+                    Ok(step_name(live.plugin.recheck(&mut live.ex, now)))
+                })
+            });
+            // x:auth_request() -> bytes
             methods.add_method("auth_request", |lua, this, ()| {
-                let req = this
-                    .plugin
-                    .auth_request(&this.ex)
-                    .map_err(LuaError::external)?;
-                lua.create_string(&req)
+                with_live(this.0, |live| {
+                    let req = live
+                        .plugin
+                        .auth_request(&live.ex)
+                        .map_err(LuaError::external)?;
+                    lua.create_string(&req)
+                })
             });
-            // ctx:auth_response(parser|nil, kind|nil, now, latency_ms) -> step, value, ttl, problem
-            methods.add_method_mut(
+            // x:auth_response(parser|nil, kind|nil, now, latency_ms) -> step, value, ttl, problem
+            methods.add_method(
                 "auth_response",
                 |_,
                  this,
@@ -255,120 +243,76 @@ mod ffi {
                     f64,
                     f64,
                 )| {
-                    stats::AUTH_LATENCY_US.add((latency_ms.max(0.0) * 1000.0) as u64);
-                    this.ex.set_auth_latency(latency_ms);
                     let parser = match &parser {
                         Some(ud) => Some(ud.borrow::<Parser>()?),
                         None => None,
                     };
-                    let response = match (&parser, kind) {
-                        (Some(p), _) => p.0.response().ok_or(AuthError::BadResponse),
-                        (None, Some(k)) if &*k.as_bytes() == b"timeout" => Err(AuthError::Timeout),
-                        (None, Some(k)) if &*k.as_bytes() == b"bad_response" => {
-                            Err(AuthError::BadResponse)
-                        }
-                        (None, _) => Err(AuthError::Unreachable),
-                    };
-                    let (step, write) = this.plugin.auth_response(&mut this.ex, response, now);
-                    let problem = this.ex.auth_error().map(ToString::to_string);
-                    let (value, ttl) = match write {
-                        Some(w) => (Some(w.value), Some(w.ttl)),
-                        None => (None, None),
-                    };
-                    Ok((step_name(step), value, ttl, problem))
+                    with_live(this.0, |live| {
+                        stats::AUTH_LATENCY_US.add((latency_ms.max(0.0) * 1000.0) as u64);
+                        live.ex.set_auth_latency(latency_ms);
+                        let response = match (&parser, kind) {
+                            (Some(p), _) => p.0.response().ok_or(AuthError::BadResponse),
+                            (None, Some(k)) if &*k.as_bytes() == b"timeout" => {
+                                Err(AuthError::Timeout)
+                            }
+                            (None, Some(k)) if &*k.as_bytes() == b"bad_response" => {
+                                Err(AuthError::BadResponse)
+                            }
+                            (None, _) => Err(AuthError::Unreachable),
+                        };
+                        let (step, write) = live.plugin.auth_response(&mut live.ex, response, now);
+                        let problem = live.ex.auth_error().map(ToString::to_string);
+                        let (value, ttl) = match write {
+                            Some(w) => (Some(w.value), Some(w.ttl)),
+                            None => (None, None),
+                        };
+                        Ok((step_name(step), value, ttl, problem))
+                    })
                 },
             );
-            // ctx:fail(kind, now) -> step: "lock_timeout" (gave up waiting for a
+            // x:fail(kind, now) -> step: "lock_timeout" (gave up waiting for a
             // concurrent call), "flight_failed" (that call failed) or
             // "rejected" (too many calls in flight in this worker)
-            methods.add_method_mut("fail", |_, this, (kind, now): (LuaString, f64)| {
+            methods.add_method("fail", |_, this, (kind, now): (LuaString, f64)| {
                 let err = match &*kind.as_bytes() {
                     b"flight_failed" => AuthError::FlightFailed,
                     b"rejected" => AuthError::Rejected,
-                    _ => AuthError::LockTimeout,
-                };
-                Ok(step_name(this.plugin.fail(&mut this.ex, &err, now)))
-            });
-            // ctx:upstream_headers() -> name, value, ...
-            methods.add_method("upstream_headers", |lua, this, ()| {
-                match this.ex.account() {
-                    Some(a) => {
-                        stats::HEADER_VALUES_DROPPED.add(u64::from(a.dropped_headers));
-                        pairs(lua, &a.upstream_headers)
+                    b"lock_timeout" => AuthError::LockTimeout,
+                    other => {
+                        return Err(LuaError::runtime(format!(
+                            "unknown failure kind '{}'",
+                            String::from_utf8_lossy(other)
+                        )))
                     }
-                    None => Ok(LuaMultiValue::new()),
-                }
+                };
+                with_live(this.0, |live| {
+                    Ok(step_name(live.plugin.fail(&mut live.ex, &err, now)))
+                })
             });
-            // ctx:route(path, version_header|nil) -> nil | name, host_or_upstream, port|nil, path|nil
-            methods.add_method_mut(
-                "route",
-                |lua, this, (path, version): (LuaString, Option<LuaString>)| {
-                    // Routing is on bytes: neither needs to be UTF-8.
-                    let version = version.as_ref().map(LuaString::as_bytes);
-                    let Some(a) =
-                        this.plugin
-                            .route(&mut this.ex, &path.as_bytes(), version.as_deref())
-                    else {
-                        return Ok(LuaMultiValue::new());
-                    };
-                    let (dest, port) = match &a.destination {
-                        Destination::Target(t) => {
-                            (t.host.as_str(), LuaValue::Integer(i64::from(t.port)))
-                        }
-                        Destination::Upstream(u) => (u.as_str(), LuaValue::Nil),
-                    };
-                    let mut out = LuaMultiValue::with_capacity(4);
-                    out.push_back(LuaValue::String(lua.create_string(&a.name)?));
-                    out.push_back(LuaValue::String(lua.create_string(dest)?));
-                    out.push_back(port);
-                    out.push_back(match &a.path {
-                        Some(p) => LuaValue::String(lua.create_string(p)?),
-                        None => LuaValue::Nil,
-                    });
-                    Ok(out)
-                },
-            );
-            // ctx:denial() -> status, www_authenticate|nil
-            methods.add_method("denial", |_, this, ()| match this.ex.denial() {
-                Some(d) => Ok((d.status, d.www_authenticate.clone())),
-                None => Err(LuaError::runtime("the request was not denied")),
+            // x:denial() -> status, www_authenticate|nil
+            methods.add_method("denial", |_, this, ()| {
+                with_live(this.0, |live| match live.ex.denial() {
+                    Some(d) => Ok((d.status, d.www_authenticate.clone())),
+                    None => Err(LuaError::runtime("the request was not denied")),
+                })
             });
-            // ctx:account_id() -> id | nil
-            methods.add_method("account_id", |_, this, ()| {
-                Ok(this.ex.account().map(|a| a.id.clone()))
-            });
-            // ctx:consumer_value() -> the account value matched against a Kong
+            // x:consumer_value() -> the account value matched against a Kong
             // consumer (consumer.pointer) | nil
             methods.add_method("consumer_value", |_, this, ()| {
-                Ok(this.ex.account().and_then(|a| a.consumer.clone()))
+                with_live(this.0, |live| {
+                    Ok(live.ex.account().and_then(|a| a.consumer.clone()))
+                })
             });
-            // ctx:cache_status() -> "hit" | "miss" | "stale" | "negative" | "none"
-            methods.add_method("cache_status", |_, this, ()| {
-                Ok(this.ex.cache_status().as_str())
+            // x:request_body(data, size): the captured request body and its full size
+            methods.add_method("request_body", |_, this, (data, size): (LuaString, f64)| {
+                with_live(this.0, |live| {
+                    live.ex.request_body(&data.as_bytes(), size.max(0.0) as u64);
+                    Ok(())
+                })
             });
-            // ctx:response(status) -> name, value, ... (response headers to add)
-            methods.add_method_mut("response", |lua, this, status: u16| {
-                this.ex.response(status);
-                match this.ex.account() {
-                    Some(a) => pairs(lua, &a.response_headers),
-                    None => Ok(LuaMultiValue::new()),
-                }
-            });
-            // ctx:body_chunk(chunk_or_nil)
-            methods.add_method_mut("body_chunk", |_, this, chunk: Option<LuaString>| {
-                if let Some(chunk) = chunk {
-                    this.ex.body_chunk(&chunk.as_bytes());
-                }
-                Ok(())
-            });
-            // ctx:request_body(data, size): the captured request body and its full size
-            methods.add_method_mut("request_body", |_, this, (data, size): (LuaString, f64)| {
-                this.ex.request_body(&data.as_bytes(), size.max(0.0) as u64);
-                Ok(())
-            });
-            // ctx:finish_logged(now_ms, client_ip, request_id, req_headers, resp_headers,
-            //                   request_size, response_size, proxy_ms): closes the
-            // exchange and queues its record
+            // x:finish_logged(now_ms, client_ip, request_id, req_headers, resp_headers,
+            //                 request_size, response_size, proxy_ms): closes the
+            // exchange and queues its record (the slot is released by the caller)
             methods.add_method(
                 "finish_logged",
                 |_,
@@ -383,37 +327,36 @@ mod ffi {
                     f64,
                     Option<f64>,
                 )| {
-                    this.ex.finish();
-                    let Some(rec) = &this.plugin.recorder else {
-                        return Ok(());
-                    };
-                    // Lossy: a client can put any byte in its request id header.
-                    let client_ip = client_ip.to_string_lossy();
-                    let request_id = request_id.as_ref().map(LuaString::to_string_lossy);
-                    let meta = LogMeta {
-                        now_ms: now_ms.max(0.0) as u64,
-                        client_ip: &client_ip,
-                        request_id: request_id.as_deref(),
-                        method: this.ex.method(),
-                        uri: this.ex.uri(),
-                        request_headers: header_list(req_h)?,
-                        response_headers: header_list(resp_h)?,
-                        request_size: req_size.max(0.0) as u64,
-                        response_size: resp_size.max(0.0) as u64,
-                        proxy_ms,
-                    };
-                    if let Err(e) = rec.record(&this.ex, &meta) {
-                        stats::LOG_FAILED.incr();
-                        return Err(LuaError::external(e));
-                    }
-                    Ok(())
+                    let request_headers = header_list(req_h)?;
+                    let response_headers = header_list(resp_h)?;
+                    with_live(this.0, |live| {
+                        live.ex.finish();
+                        let Some(rec) = &live.plugin.recorder else {
+                            return Ok(());
+                        };
+                        // Lossy: a client can put any byte in its request id header.
+                        let client_ip = client_ip.to_string_lossy();
+                        let request_id = request_id.as_ref().map(LuaString::to_string_lossy);
+                        let meta = LogMeta {
+                            now_ms: now_ms.max(0.0) as u64,
+                            client_ip: &client_ip,
+                            request_id: request_id.as_deref(),
+                            method: live.ex.method(),
+                            uri: live.ex.uri(),
+                            request_headers,
+                            response_headers,
+                            request_size: req_size.max(0.0) as u64,
+                            response_size: resp_size.max(0.0) as u64,
+                            proxy_ms,
+                        };
+                        if let Err(e) = rec.record(&live.ex, &meta) {
+                            stats::LOG_FAILED.incr();
+                            return Err(LuaError::external(e));
+                        }
+                        Ok(())
+                    })
                 },
             );
-            // ctx:finish(now_ms): the log phase closes the exchange.
-            methods.add_method("finish", |_, this, _now_ms: f64| {
-                this.ex.finish();
-                Ok(())
-            });
         }
     }
 
@@ -555,6 +498,11 @@ mod ffi {
         exports.set("validate", lua.create_function(validate)?)?;
         exports.set("compile", lua.create_function(compile)?)?;
         exports.set("stats", lua.create_function(stats)?)?;
+        // exchange(handle) -> a view of that request's slot (mlua calls)
+        exports.set(
+            "exchange",
+            lua.create_function(|_, handle: f64| Ok(Ctx(handle)))?,
+        )?;
         // response_parser(max_bytes) -> parser
         exports.set(
             "response_parser",

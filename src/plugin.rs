@@ -52,6 +52,8 @@ pub struct SharedWrite {
 /// A routing decision to apply: owned, so it can outlive the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteAction {
+    /// The matched route's place in `config.routes`.
+    pub index: usize,
     /// The matched route's name.
     pub name: String,
     /// Where the request goes.
@@ -370,6 +372,7 @@ impl Plugin {
                 account_id: &account.id,
             })
             .map(|d| RouteAction {
+                index: d.index,
                 name: d.name.to_string(),
                 destination: d.destination.clone(),
                 path: d.path.map(|p| p.into_owned()),

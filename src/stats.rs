@@ -46,7 +46,8 @@ impl Counter {
 pub static REQUESTS: Counter = Counter::new("requests");
 /// Responses whose headers went through header_filter.
 pub static RESPONSES: Counter = Counter::new("responses");
-/// Response body bytes seen by body_filter.
+/// Response body bytes seen by body_filter (which makes a native call only
+/// while response bodies are logged).
 pub static RESPONSE_BYTES: Counter = Counter::new("response_bytes");
 /// Exchanges closed in the log phase.
 pub static COMPLETED: Counter = Counter::new("completed");
@@ -107,8 +108,13 @@ pub static LOG_FAILED: Counter = Counter::new("log_failed");
 /// Authenticated requests that matched a route.
 pub static ROUTED: Counter = Counter::new("routed");
 
+/// Requests holding a per-request slot now (a gauge; see ffi::slots).
+pub static LIVE_SLOTS: Counter = Counter::new("live_slots");
+/// Slots of requests whose log phase never ran, reclaimed by age.
+pub static SLOTS_RECLAIMED: Counter = Counter::new("slots_reclaimed");
+
 /// Every counter, in a stable order.
-pub static ALL: [&Counter; 30] = [
+pub static ALL: [&Counter; 32] = [
     &REQUESTS,
     &RESPONSES,
     &RESPONSE_BYTES,
@@ -133,6 +139,8 @@ pub static ALL: [&Counter; 30] = [
     &AUTH_CALLS_REJECTED,
     &HEADER_VALUES_DROPPED,
     &ROUTED,
+    &LIVE_SLOTS,
+    &SLOTS_RECLAIMED,
     &LOG_QUEUED,
     &LOG_SENT,
     &LOG_RETRIED,

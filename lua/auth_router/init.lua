@@ -8,6 +8,7 @@
 -- is logged, and it never reaches the client. Whatever fails, a request is
 -- never let through unauthenticated.
 
+local ffi    = require "ffi"
 local native = require "auth_router.native"
 local config = require "auth_router.config"
 local http1  = require "auth_router.http1"
@@ -18,7 +19,6 @@ local sink   = require "auth_router.sink"
 local ngx          = ngx
 local pcall        = pcall
 local tostring     = tostring
-local select       = select
 local tonumber     = tonumber
 local type         = type
 local error        = error
@@ -64,8 +64,17 @@ local _M = {
 local compiled = setmetatable({}, { __mode = "k" })
 -- Per compiled plugin: what Lua needs on every request, computed once.
 local plans = setmetatable({}, { __mode = "k" })
--- Reused argument buffer for the access call (filled and consumed without yielding).
-local args = {}
+-- The C ABI (src/ffi) and its reused out parameters (filled and read
+-- without yielding in between).
+local C          = native.C
+local str_out    = native.str_out
+local handle_out = ffi.new("double[1]")
+local ffi_string = ffi.string
+local NO_ROUTE   = native.NO_ROUTE
+local UPSTREAM, RESPONSE = 0, 1
+-- ar_access's step codes and ar_identity's cache status codes.
+local STEPS = { [0] = "none", [1] = "allow", [2] = "deny", [3] = "miss", [4] = "failed" }
+local CACHE_STATUS = { [0] = "none", [1] = "hit", [2] = "miss", [3] = "stale", [4] = "negative" }
 -- Per-worker single flight when there is no shared dict.
 local inflight = {}
 -- Dict names already reported missing (log once per worker).
@@ -171,6 +180,22 @@ local function make_plan(plugin)
   if #c.routes > 0 then
     plan.version_var = header_var(c.api_version.header)
   end
+  -- What a route decision names, by the index ar_route answers (0-based):
+  -- built once, so applying a route creates no table per request.
+  plan.routes = {}
+  for i, r in ipairs(c.routes) do
+    local host, port = r.upstream, nil
+    if r.target ~= ngx.null and r.target then
+      host, port = r.target:match("^%[?(.-)%]?:(%d+)$")
+      port = tonumber(port)
+    end
+    plan.routes[i - 1] = { name = r.name, host = host, port = port }
+  end
+  -- The C call's input: credential then forwarded header values, refilled
+  -- on every request (never across a yield).
+  -- A cdata pointer: LuaJIT cannot compile a lightuserdata argument.
+  plan.ptr = ffi.cast("const void *", plugin:ffi_ptr())
+  plan.values = ffi.new("ar_str[?]", math.max(#plan.names, 1))
   if c.hide_credentials then
     plan.hide = auth.credential_headers
   end
@@ -180,6 +205,7 @@ local function make_plan(plugin)
     local t = plugin:log_target()
     plan.log = {
       request_body   = log.request_body,
+      response_body  = log.response_body,
       max_body_bytes = log.max_body_bytes,
       request_id_var = header_var(log.request_id_header),
     }
@@ -467,11 +493,18 @@ local function fetch(plan, exchange)
 end
 
 
--- Calls set(name, value) for each pair of a native `name, value, ...` return.
-local function set_pairs(set, ...)
-  for i = 1, select("#", ...), 2 do
-    local name, value = select(i, ...)
-    set(name, value)
+-- Calls set(name, value) for each of the `count` account headers of list
+-- `which` (strings copied out of native memory at once).
+local function set_headers(handle, which, count, set)
+  if count < 0 then
+    error(native.last_error(count), 0)
+  end
+  for i = 0, count - 1 do
+    local rc = C.ar_header(handle, which, i, str_out)
+    if rc < 0 then
+      error(native.last_error(rc), 0)
+    end
+    set(ffi_string(str_out[0].ptr, str_out[0].len), ffi_string(str_out[1].ptr, str_out[1].len))
   end
 end
 
@@ -526,49 +559,61 @@ local function authenticate(plugin, ctx)
   local headers = req.get_headers(0)
   local names = plan.names
   local n = #names
+  local values = plan.values
   for i = 1, n do
     local value = headers[names[i]]
     if type(value) == "table" then
-      for j = 1, i - 1 do
-        args[j] = nil
-      end
       if i <= plan.ncred then
         return 401, { message = DUPLICATE_CREDENTIAL_MESSAGE }
       end
       return 400, { message = DUPLICATE_HEADER_MESSAGE .. names[i] }
     end
-    args[i] = value
+    -- `value` stays referenced by `headers` for the C call, which only
+    -- reads it; the pointers are cleared right after.
+    values[i - 1].ptr = value
+    values[i - 1].len = value and #value or 0
   end
   local var = ngx.var
-  local exchange, step = plugin:access(req.get_method(), var.request_uri,
-                                       floor(req.start_time() * 1000), ngx.now(),
-                                       unpack(args, 1, n))
-  for i = 1, n do
-    args[i] = nil -- do not keep credentials alive in a module table
+  local method, uri = req.get_method(), var.request_uri
+  local rc = C.ar_access(plan.ptr, method, #method, uri, #uri,
+                         floor(req.start_time() * 1000), ngx.now(), values, n, handle_out)
+  for i = 0, n - 1 do
+    values[i].ptr = nil -- no pointer to a credential outlives the call
   end
-  ctx.exchange = exchange
+  if rc < 0 then
+    error(native.last_error(rc), 0)
+  end
+  local handle = handle_out[0]
+  ctx.exchange = handle
   ctx.plugin = plugin
 
+  local step = STEPS[rc]
   if step == "miss" then
-    step = fetch(plan, exchange)
+    step = fetch(plan, native.exchange(handle))
   end
 
   if step == "allow" then
     if plan.log and plan.log.request_body then
-      capture_request_body(plan.log, exchange)
+      capture_request_body(plan.log, native.exchange(handle))
     end
-    set_pairs(ngx.req.set_header, exchange:upstream_headers())
+    set_headers(handle, UPSTREAM, C.ar_header_count(handle, UPSTREAM), req.set_header)
     for i = 1, #plan.hide do
       req.clear_header(plan.hide[i])
     end
     if plan.version_var then
-      local name, host, port, path = exchange:route(var.uri, var[plan.version_var])
-      if name then
+      local version = var[plan.version_var]
+      local path = var.uri
+      local index = C.ar_route(handle, path, #path, version, version and #version or 0, str_out)
+      if index >= 0 then
         -- The adapter applies it: Kong's service API or nginx's target.
-        ctx.route = { name = name, host = host, port = port, path = path }
+        local route = plan.routes[index]
+        ctx.route = route
+        ctx.route_path = str_out[0].ptr ~= nil and ffi_string(str_out[0].ptr, str_out[0].len) or nil
         if plan.route_header then
-          req.set_header(plan.route_header, name)
+          req.set_header(plan.route_header, route.name)
         end
+      elseif index ~= NO_ROUTE then
+        error(native.last_error(index), 0)
       end
     end
     return nil
@@ -577,7 +622,7 @@ local function authenticate(plugin, ctx)
     return 401, { message = NO_CREDENTIAL_MESSAGE }
   end
   if step == "deny" then
-    local status, www_authenticate = exchange:denial()
+    local status, www_authenticate = native.exchange(handle):denial()
     return status, { message = DENY_MESSAGES[status] },
            www_authenticate and { ["WWW-Authenticate"] = www_authenticate } or nil
   end
@@ -605,16 +650,6 @@ end
 
 
 
-local function respond_headers(exchange)
-  set_pairs(set_response_header, exchange:response(ngx.status))
-end
-
-
-local function record_status(exchange)
-  exchange:response(ngx.status)
-end
-
-
 --- refuse(ctx): the adapter ends an authenticated request with its own error
 -- (a route that cannot be applied, a path that cannot be rewritten): that
 -- answer is the gateway's, so it gets no account response headers.
@@ -624,61 +659,96 @@ function _M.refuse(ctx)
 end
 
 
+local function respond(handle, refused)
+  local count = C.ar_response(handle, ngx.status)
+  if not refused then
+    set_headers(handle, RESPONSE, count, set_response_header)
+  elseif count < 0 then
+    error(native.last_error(count), 0)
+  end
+end
+
+
 --- header_filter phase: records the status, adds the account's response
 -- headers. Never fails the response.
 function _M.header_filter(ctx)
-  local exchange = ctx.exchange
-  if not exchange then
+  local handle = ctx.exchange
+  if not handle then
     return
   end
-  -- No closure here: creating one per request keeps LuaJIT from compiling.
-  local ok, err = pcall(ctx.refused and record_status or respond_headers, exchange)
+  local ok, err = pcall(respond, handle, ctx.refused)
   if not ok then
     internal_error("header_filter", err)
   end
 end
 
 
---- body_filter phase: shows each chunk to the native side, which may copy it
--- (bounded); the chunk itself passes through untouched.
+--- body_filter phase: shows each chunk to the native side when the response
+-- body is logged (no native call otherwise); the chunk itself passes through
+-- untouched.
 function _M.body_filter(ctx)
-  local exchange = ctx.exchange
-  if not exchange then
+  local handle = ctx.exchange
+  if not handle then
     return
   end
-  local ok, err = pcall(exchange.body_chunk, exchange, ngx.arg[1])
-  if not ok then
-    internal_error("body_filter", err)
+  local plan = plans[ctx.plugin]
+  if not (plan and plan.log and plan.log.response_body) then
+    return
+  end
+  local chunk = ngx.arg[1]
+  local rc = C.ar_body_chunk(handle, chunk, chunk and #chunk or 0)
+  if rc < 0 then
+    internal_error("body_filter", native.last_error(rc))
   end
 end
 
 
---- log phase: closes the exchange.
+local function finish_logged(handle, plan)
+  local var = ngx.var
+  -- upstream_response_time: "0.012" or "0.010, 0.004" after retries
+  local proxy_s = tonumber((var.upstream_response_time or ""):match("[%d.]+$") or "")
+  native.exchange(handle):finish_logged(ngx.now() * 1000, var.remote_addr,
+                    var[plan.log.request_id_var], ngx.req.get_headers(), ngx.resp.get_headers(),
+                    tonumber(var.request_length) or 0, tonumber(var.bytes_sent) or 0,
+                    proxy_s and proxy_s * 1000 or nil)
+end
+
+
+--- log phase: closes the exchange and frees its slot.
 function _M.log(ctx)
-  local exchange = ctx.exchange
-  if not exchange then
+  local handle = ctx.exchange
+  if not handle then
     return
   end
   ctx.exchange = nil
   local plugin = ctx.plugin
   local plan = plugin and plans[plugin]
-  local ok, err
   if plan and plan.log then
-    local var = ngx.var
-    -- upstream_response_time: "0.012" or "0.010, 0.004" after retries
-    local proxy_s = tonumber((var.upstream_response_time or ""):match("[%d.]+$") or "")
-    ok, err = pcall(exchange.finish_logged, exchange, ngx.now() * 1000, var.remote_addr,
-                    var[plan.log.request_id_var], ngx.req.get_headers(), ngx.resp.get_headers(),
-                    tonumber(var.request_length) or 0, tonumber(var.bytes_sent) or 0,
-                    proxy_s and proxy_s * 1000 or nil)
+    local ok, err = pcall(finish_logged, handle, plan)
     if ok then
       sink.queued(plugin, plan.sink)
+    else
+      internal_error("log", err)
     end
-  else
-    ok, err = pcall(exchange.finish, exchange, ngx.now() * 1000)
+    local rc = C.ar_release(handle)
+    if rc < 0 then
+      internal_error("log", native.last_error(rc))
+    end
+    return
   end
-  if not ok then
-    internal_error("log", err)
+  local rc = C.ar_finish(handle)
+  if rc < 0 then
+    internal_error("log", native.last_error(rc))
+  end
+end
+
+
+--- release(handle): frees a request's native slot without a log record
+-- (the adapter saw the request come back through access after an internal
+-- redirect; the new exchange is the one logged). A stale handle is ignored.
+function _M.release(handle)
+  if handle then
+    C.ar_finish(handle)
   end
 end
 
@@ -734,12 +804,13 @@ function _M.purge(plugin, values)
 end
 
 
---- route(ctx) -> nil | { name, host, port, path }
--- After access() let the request through: the matched route, if any.
--- `port` is nil when `host` names a Kong upstream; `path` is set when the
--- route strips its prefix. Context: after access.
+--- route(ctx) -> nil | { name, host, port }, path
+-- After access() let the request through: the matched route, if any (a
+-- table shared by every request of this route: read it, never change it).
+-- `port` is nil when `host` names a Kong upstream; `path` is the upstream
+-- path when the route strips its prefix. Context: after access.
 function _M.route(ctx)
-  return ctx.route
+  return ctx.route, ctx.route_path
 end
 
 
@@ -747,11 +818,16 @@ end
 -- After access() let the request through: who it is and how the cache
 -- answered ("hit", "miss", "stale"). Context: after access.
 function _M.identity(ctx)
-  local exchange = ctx.exchange
-  if not exchange then
+  local handle = ctx.exchange
+  if not handle then
     return nil, "none"
   end
-  return exchange:account_id(), exchange:cache_status()
+  local rc = C.ar_identity(handle, str_out)
+  if rc < 0 then
+    error(native.last_error(rc), 2)
+  end
+  local id = str_out[0].ptr ~= nil and ffi_string(str_out[0].ptr, str_out[0].len) or nil
+  return id, CACHE_STATUS[rc]
 end
 
 
@@ -759,8 +835,8 @@ end
 -- After access() let the request through, with `consumer.by` set: the
 -- account's value at `consumer.pointer` (a string, or a number as text).
 function _M.consumer_value(ctx)
-  local exchange = ctx.exchange
-  return exchange and exchange:consumer_value()
+  local handle = ctx.exchange
+  return handle and native.exchange(handle):consumer_value()
 end
 
 

@@ -1,11 +1,57 @@
--- The one place that loads the native module (auth_router_native.so).
--- Everything else requires this file, so a missing or broken build fails here
--- with a message that says where we looked.
+-- The one place that loads the native module (auth_router_native.so), both
+-- ways: `require` gives the mlua binding (what runs once per config or per
+-- auth call), and ffi.load of the very file `require` found gives the C ABI
+-- of the per-request path (src/ffi/mod.rs documents each function, its
+-- handle and pointer lifetimes). Everything else requires this file, so a
+-- missing or broken build fails here with a message that says where we looked.
+
+local ffi = require "ffi"
 
 local ok, native = pcall(require, "auth_router_native")
 if not ok then
   error("auth-router: cannot load the native module auth_router_native: "
         .. tostring(native) .. "\npackage.cpath = " .. package.cpath, 2)
+end
+
+ffi.cdef [[
+typedef struct { const char *ptr; size_t len; } ar_str;
+
+int ar_last_error(ar_str *out);
+int ar_access(const void *plugin, const char *method, size_t method_len,
+              const char *uri, size_t uri_len, double start_ms, double now,
+              const ar_str *values, uint32_t n, double *handle);
+int ar_header_count(double handle, uint32_t which);
+int ar_header(double handle, uint32_t which, uint32_t i, ar_str *out);
+int ar_route(double handle, const char *path, size_t path_len,
+             const char *version, size_t version_len, ar_str *path_out);
+int ar_response(double handle, int status);
+int ar_body_chunk(double handle, const char *chunk, size_t len);
+int ar_identity(double handle, ar_str *id);
+int ar_finish(double handle);
+int ar_release(double handle);
+int ar_live_slots(void);
+]]
+
+-- The same file as `require` loaded: the dynamic loader hands back the
+-- already-mapped object, so both views share one copy of the native state.
+local path = package.searchpath("auth_router_native", package.cpath)
+local loaded, C = pcall(ffi.load, path)
+if not loaded then
+  error("auth-router: cannot load " .. tostring(path) .. " through the FFI: " .. tostring(C), 2)
+end
+
+native.C = C
+native.NO_ROUTE = -5 -- ar_route: no route matched
+
+-- Out parameters, reused by every call of this worker (never across a yield).
+local str2 = ffi.new("ar_str[2]")
+native.str_out = str2
+
+--- The message of the error a C call just returned (a negative code).
+function native.last_error(code)
+  C.ar_last_error(str2)
+  local msg = str2[0].ptr ~= nil and ffi.string(str2[0].ptr, str2[0].len) or "unknown"
+  return msg .. " (code " .. tostring(code) .. ")"
 end
 
 return native

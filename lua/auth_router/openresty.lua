@@ -20,6 +20,8 @@ local tostring = tostring
 local tonumber = tonumber
 local error    = error
 local encode   = cjson.encode
+local ffi      = require "ffi"
+local get_request = require("resty.core.base").get_request
 
 local BAD_PATH_MESSAGE = "Invalid request path"
 local CTX_KEY          = "auth_router"
@@ -30,6 +32,18 @@ local _M = {
 }
 
 local plugin -- compiled in init, inherited by every worker
+-- This worker's live requests' slot handles by nginx request address (see
+-- access).
+-- An entry whose log phase never ran is overwritten or freed by the next
+-- request nginx allocates at the same address.
+local slot_of = {}
+
+
+-- The nginx request's address: get_request() answers a new cdata each
+-- call, which is no use as a table key.
+local function request_id()
+  return tonumber(ffi.cast("uintptr_t", get_request()))
+end
 
 
 local function read_file(path)
@@ -103,6 +117,13 @@ local function host_port(host, port)
 end
 
 
+-- No closure in access: creating one (or closing over a local) keeps
+-- LuaJIT from compiling the phase.
+local function set_target_var(value)
+  ngx.var[TARGET_VAR] = value
+end
+
+
 --- Context: access_by_lua*.
 function _M.access()
   if not plugin then
@@ -110,19 +131,29 @@ function _M.access()
     return respond(500, { message = "An unexpected error occurred" })
   end
   local ctx = request_ctx()
+  -- An internal redirect (error_page, ngx.exec, try_files) drops ngx.ctx but
+  -- keeps the nginx request: the request's native slot is also filed under
+  -- it, so the final location's log() finds it, and a redirect that comes
+  -- back through access() frees the earlier one.
+  local r = request_id()
+  local previous = slot_of[r]
+  if previous then
+    core.release(previous)
+  end
   local status, body, headers = core.access(plugin, ctx)
+  slot_of[r] = ctx.exchange
   if status then
     return respond(status, body, headers)
   end
-  local route = core.route(ctx)
+  local route, path = core.route(ctx)
   if route then
     -- The variable form (proxy_pass http://$auth_router_target) reads this;
     -- the balancer form reads ctx.route and may not declare the variable.
-    pcall(function() ngx.var[TARGET_VAR] = host_port(route.host, route.port) end)
-    if route.path then
+    pcall(set_target_var, host_port(route.host, route.port))
+    if path then
       -- set_uri refuses control bytes that a client can send %-encoded
       -- (/x%0Ay): that is the client's error, not ours.
-      local ok, err = pcall(ngx.req.set_uri, route.path)
+      local ok, err = pcall(ngx.req.set_uri, path)
       if not ok then
         ngx.log(ngx.INFO, "[auth-router] cannot rewrite path for route '", route.name, "': ", err)
         core.refuse(ctx)
@@ -172,7 +203,14 @@ end
 
 --- Context: log_by_lua*.
 function _M.log()
-  core.log(request_ctx())
+  local ctx = request_ctx()
+  local r = request_id()
+  if not ctx.exchange and slot_of[r] then
+    -- an internal redirect dropped ngx.ctx (see access)
+    ctx.exchange, ctx.plugin = slot_of[r], plugin
+  end
+  slot_of[r] = nil
+  core.log(ctx)
 end
 
 

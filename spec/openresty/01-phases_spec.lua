@@ -24,25 +24,32 @@ local GC_LOCATION = [[
                 local n = tonumber(ngx.var.arg_n) or 100
                 local conf = openresty.config()           -- normalized table
                 local text = assert(cjson.encode(conf))
+                local ffi = require "ffi"
+                local C = require("auth_router.native").C
+                local h = ffi.new("double[1]")
+                local vals = ffi.new("ar_str[1]")
+                vals[0].ptr, vals[0].len = "Bearer gc", 9
                 local survivor
                 for i = 1, n do
                   local plugin = assert(core.compile(i % 2 == 0 and conf or text))
-                  local x = plugin:access("GET", "/gc/" .. i, ngx.now() * 1000, ngx.now(), "Bearer gc")
-                  x:response(200)
-                  x:body_chunk("chunk")
+                  local uri = "/gc/" .. i
+                  assert(C.ar_access(plugin:ffi_ptr(), "GET", 3, uri, #uri, ngx.now() * 1000,
+                                     ngx.now(), vals, 1, h) >= 0)
+                  assert(C.ar_response(h[0], 200) >= 0)
+                  assert(C.ar_body_chunk(h[0], "chunk", 5) == 0)
                   if i == n then
-                    survivor = x                           -- outlives its plugin
+                    survivor = h[0]                        -- outlives its plugin
                   else
-                    x:finish(ngx.now() * 1000)
+                    assert(C.ar_finish(h[0]) == 0)
                   end
                   assert(core.validate(conf))
                   assert(core.plugin_for(cjson.decode(text)))  -- weak cache entry
-                  plugin, x = nil, nil
+                  plugin = nil
                 end
                 collectgarbage()
                 collectgarbage()
-                survivor:body_chunk(nil)
-                survivor:finish(ngx.now() * 1000)
+                assert(C.ar_body_chunk(survivor, nil, 0) == 0)
+                assert(C.ar_finish(survivor) == 0)
                 survivor = nil
                 collectgarbage()
                 collectgarbage()
@@ -110,8 +117,8 @@ describe("auth_router.openresty in nginx (1 worker)", function()
         assert.equal(1, after.requests - before.requests)
         assert.equal(1, after.responses - before.responses)
         assert.equal(1, after.completed - before.completed)
-        assert.is_true(after.response_bytes - before.response_bytes > 0)
-        assert.equal(#body, after.response_bytes - before.response_bytes)
+        -- logging is off: body_filter makes no native call, nothing counts bytes
+        assert.equal(0, after.response_bytes - before.response_bytes)
         assert.equal(before.internal_errors, after.internal_errors)
         assert.equal(before.configs_compiled, after.configs_compiled)
 

@@ -112,39 +112,85 @@ describe("auth_router_native", function()
     end)
   end)
 
-  describe("exchange", function()
-    it("counts a request through all four phases", function()
+  -- The per-request path: the C ABI through LuaJIT's FFI (src/ffi), as
+  -- lua/auth_router/init.lua calls it.
+  describe("per-request C ABI", function()
+    local ffi = require "ffi"
+    local C = require("auth_router.native").C
+    local last_error = require("auth_router.native").last_error
+    local handle = ffi.new("double[1]")
+    local values = ffi.new("ar_str[1]")
+
+    local function access(plugin, token)
+      values[0].ptr, values[0].len = token, token and #token or 0
+      local rc = C.ar_access(plugin:ffi_ptr(), "GET", 3, "/send", 5, 1000, 1.0, values, 1, handle)
+      values[0].ptr = nil
+      return rc, handle[0]
+    end
+
+    it("counts a request through all four phases and frees its slot", function()
       local plugin = assert(native.compile(minimal(), SECRET))
       local s0 = native.stats()
-      local x, step = plugin:access("GET", "/send", 1000, 1.0, "Bearer t")
-      assert.equal("miss", step)
-      x:response(200)
-      x:body_chunk("hello")
-      x:body_chunk(nil) -- the eof call of body_filter may carry no data
-      x:finish(1010)
+      local rc, h = access(plugin, "Bearer t")
+      assert.equal(3, rc) -- miss: nothing cached
+      assert.equal(s0.live_slots + 1, native.stats().live_slots)
+      assert.equal(0, C.ar_response(h, 200)) -- no account: no response headers
+      assert.equal(0, C.ar_body_chunk(h, "hello", 5))
+      assert.equal(0, C.ar_body_chunk(h, nil, 0)) -- the eof call may carry no data
+      assert.equal(0, C.ar_finish(h))
       local s1 = native.stats()
       assert.equal(s0.requests + 1, s1.requests)
       assert.equal(s0.responses + 1, s1.responses)
       assert.equal(s0.response_bytes + 5, s1.response_bytes)
       assert.equal(s0.completed + 1, s1.completed)
+      assert.equal(s0.live_slots, s1.live_slots)
     end)
 
-    it("raises a Lua error, not a crash, on bad arguments", function()
+    it("answers 'none' without a credential", function()
       local plugin = assert(native.compile(minimal(), SECRET))
-      local ok, err = pcall(plugin.access, plugin, "GET", nil, 1)
-      assert.is_false(ok)
-      assert.matches("bad argument", tostring(err))
+      local rc, h = access(plugin, nil)
+      assert.equal(0, rc)
+      assert.equal(0, C.ar_finish(h))
     end)
-  end)
 
-  describe("panics", function()
-    it("surface as a Lua error carrying the panic message, and the module keeps working", function()
+    it("rejects a stale or invented handle with an error code, never a crash", function()
+      local plugin = assert(native.compile(minimal(), SECRET))
+      local _, h = access(plugin, "Bearer t")
+      assert.equal(0, C.ar_finish(h))
+      for _, bad in ipairs({ h, -1, 0.5, 2 ^ 60, 1 / 0 }) do
+        local rc = C.ar_finish(bad)
+        assert.equal(-2, rc)
+        assert.matches("stale request handle", last_error(rc), 1, true)
+        assert.equal(-2, C.ar_response(bad, 200))
+        assert.equal(-2, C.ar_header_count(bad, 0))
+      end
+    end)
+
+    it("refuses a NULL plugin with an error code", function()
+      local rc = C.ar_access(nil, "GET", 3, "/", 1, 0, 0, values, 1, handle)
+      assert.equal(-4, rc)
+      assert.matches("NULL argument", last_error(rc), 1, true)
+    end)
+
+    it("keeps a request's config alive past the plugin's last Lua reference", function()
+      local plugin = assert(native.compile(minimal(), SECRET))
+      local _, h = access(plugin, "Bearer t")
+      plugin = nil -- luacheck: ignore
+      collectgarbage()
+      collectgarbage()
+      assert.equal(0, C.ar_response(h, 204))
+      assert.equal(0, C.ar_finish(h))
+    end)
+
+    it("turns a panic into an error code with its message; the next call works", function()
       local plugin = assert(native.compile(minimal(), SECRET))
       native._arm_panic()
-      local ok, err = pcall(plugin.access, plugin, "GET", "/", 1, 1)
-      assert.is_false(ok)
-      assert.matches("injected fault: panic in access", tostring(err), 1, true)
-      assert.truthy(pcall(plugin.access, plugin, "GET", "/", 1, 1))
+      local rc = access(plugin, "Bearer t")
+      assert.equal(-1, rc)
+      assert.matches("injected fault: panic in access", last_error(rc), 1, true)
+      local rc2, h = access(plugin, "Bearer t")
+      assert.equal(3, rc2)
+      assert.equal(0, C.ar_finish(h))
     end)
   end)
 end)

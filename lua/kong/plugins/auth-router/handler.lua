@@ -59,7 +59,7 @@ end
 -- silent fallback to the configured service. kong.service.set_target returns
 -- nothing and raises on bad input (kong/pdk/service.lua); set_upstream
 -- returns true or nil, err.
-local function apply_route(route)
+local function apply_route(route, path)
   local ok, err
   if route.port then
     ok, err = pcall(kong.service.set_target, route.host, route.port)
@@ -79,9 +79,9 @@ local function apply_route(route)
     return kong.response.exit(ROUTE_ERROR_STATUS, { message = ROUTE_ERROR_MESSAGE })
   end
   set_balancer_host_type(route.host)
-  if route.path then
+  if path then
     -- a decoded client path may hold bytes a request line cannot carry
-    ok, err = pcall(kong.service.request.set_path, route.path)
+    ok, err = pcall(kong.service.request.set_path, path)
     if not ok then
       kong.log.info("route '", route.name, "' cannot rewrite the path: ", err)
       core.refuse(kong.ctx.plugin)
@@ -190,14 +190,14 @@ function AuthRouterHandler:access(conf)
   else
     kong.client.authenticate(nil, { id = account_id })
   end
-  local route = core.route(kong.ctx.plugin)
+  local route, path = core.route(kong.ctx.plugin)
   kong.ctx.shared.auth_router = {
     account_id = account_id,
     cache      = cache_status,
     route      = route and route.name,
   }
   if route then
-    return apply_route(route)
+    return apply_route(route, path)
   end
 end
 
