@@ -68,7 +68,7 @@ tree_busted() {
   LUA_PATH="$TREE/share/lua/5.1/?.lua;$TREE/share/lua/5.1/?/init.lua;;" \
   LUA_CPATH="$TREE/lib/lua/5.1/?.so;;" \
   AUTH_ROUTER_TREE="$TREE" \
-    busted --lua=luajit -o utfTerminal "$@"
+    timeout -k 10 900 busted --lua=luajit -o utfTerminal "$@"   # a hung spec must not hang CI
 }
 
 # tree_busted with the nginx of Kong's OpenResty build.
