@@ -695,7 +695,13 @@ fn http_url(v: &Value) -> Check<HttpUrl> {
     };
     let host = match u.host() {
         Some(url::Host::Ipv6(a)) => a.to_string(),
-        Some(h) => h.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        // The URL standard allows bytes in a domain (`"`, `{`, `` ` ``, ...)
+        // that no host name has and the HTTP/1.1 encoder refuses.
+        Some(url::Host::Domain(d)) if is_hostname(d) => d.to_string(),
+        Some(url::Host::Domain(d)) => {
+            return Err(format!("'{raw}' has an invalid host name '{d}'"))
+        }
         None => return Err(format!("'{raw}' has no host")),
     };
     if u.fragment().is_some() {
@@ -1026,6 +1032,41 @@ mod tests {
             errors(c),
             vec!["auth.forward_headers: item 2: 'host' cannot be sent to the auth service (it frames the request)"]
         );
+    }
+
+    #[test]
+    fn url_hosts_must_be_host_names() {
+        // Found by fuzzing (config_compile): the URL standard accepts
+        // "http://a`b/", whose host the HTTP/1.1 encoder then refuses, so
+        // every auth call (or log batch) of an accepted config failed.
+        for url in [
+            "http://a`b/auth",
+            "http://a{b}/",
+            "https://a\"b/",
+            "http://a!b/",
+        ] {
+            let mut c = minimal();
+            c["auth"]["url"] = json!(url);
+            let errs = errors(c);
+            assert_eq!(errs.len(), 1, "{url}: {errs:?}");
+            assert!(errs[0].starts_with("auth.url: "), "{url}: {errs:?}");
+            assert!(errs[0].contains("invalid host name"), "{url}: {errs:?}");
+        }
+        let mut c = minimal();
+        c["log"] = json!({"enabled": true, "sink": "http", "url": "http://logs{1}:9/x"});
+        let errs = errors(c);
+        assert!(errs.iter().any(|e| e.starts_with("log.url: ")), "{errs:?}");
+        for url in [
+            "http://Auth.Example_1-a:81/x",
+            "http://[::1]/",
+            "http://10.0.0.1/",
+            "https://b\u{fc}cher.de/",
+        ] {
+            let mut c = minimal();
+            c["auth"]["url"] = json!(url);
+            let got = compile(c).map(|c| c.auth.url.host);
+            assert!(got.is_ok(), "{url}: {got:?}");
+        }
     }
 
     #[test]
