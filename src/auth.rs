@@ -425,6 +425,29 @@ mod tests {
     }
 
     #[test]
+    fn fractional_times_and_numbers_survive_the_shared_dict_exactly() {
+        // Found by fuzzing (auth_response): serde_json's default float parser
+        // may miss by one ulp on 17-digit numbers, so an L2 entry written with
+        // stale_until 1040.2440000000001 (1000.244 + 10 + 30) read back as
+        // 1040.244, and an account field sent as 1040.2440000000001 went
+        // upstream as "1040.244".
+        let c = config(json!({"upstream_headers": [{"name": "x-score", "pointer": "/score"}]}));
+        let r = response(401, &[], "");
+        let a = interpret(&c, &r, 1000.244).expect("ok");
+        let e = Entry::new(a.verdict, 1000.244, 10.0, 30.0);
+        assert_eq!(decode_entry(encode_entry(&e).as_bytes(), &c), Some(e));
+
+        let r = response(200, &[], r#"{"id": "a", "score": 1040.2440000000001}"#);
+        let a = interpret(&c, &r, 0.0).expect("ok");
+        assert_eq!(
+            allow(&a).upstream_headers,
+            vec![("x-score".to_string(), "1040.2440000000001".to_string())]
+        );
+        let e = Entry::new(a.verdict, 0.1, 0.2, 0.0);
+        assert_eq!(decode_entry(encode_entry(&e).as_bytes(), &c), Some(e));
+    }
+
+    #[test]
     fn foreign_or_corrupt_shared_dict_values_are_misses() {
         let c = config(json!({}));
         for bad in [
