@@ -392,6 +392,26 @@ fn read_auth(f: &mut Fields<'_>) -> Option<Auth> {
     let forward_headers = f.with_default("forward_headers", json!([]), None, |v| {
         array_of(forwardable_header)(v).map(Some)
     });
+    // Each header goes to the auth service once: a name listed twice, or as
+    // both credential and forwarded header, would repeat a singleton field
+    // (two Authorization lines) in the auth request.
+    let creds = credential_headers.as_deref().unwrap_or_default();
+    let names = |hs: &[HeaderName]| hs.iter().map(|h| h.0.clone()).collect::<Vec<_>>();
+    check_unique(
+        f,
+        "credential_headers",
+        names(creds).into_iter(),
+        "header name",
+    );
+    if let Some(fwd) = &forward_headers {
+        check_unique(f, "forward_headers", names(fwd).into_iter(), "header name");
+        for h in fwd.iter().filter(|h| creds.contains(h)) {
+            f.error(
+                "forward_headers",
+                format!("'{}' is already a credential header", h.0),
+            );
+        }
+    }
     let timeout_ms = f.with_default("timeout_ms", json!(1000), 0, integer(1, MAX_TIMEOUT_MS));
     let keepalive_ms = f.with_default("keepalive_ms", json!(60000), 0, integer(1, MAX_TIMEOUT_MS));
     let pool_size = f.with_default("pool_size", json!(64), 0, integer(1, 65535));
@@ -1031,6 +1051,24 @@ mod tests {
         assert_eq!(
             errors(c),
             vec!["auth.forward_headers: item 2: 'host' cannot be sent to the auth service (it frames the request)"]
+        );
+    }
+
+    #[test]
+    fn auth_headers_are_sent_once() {
+        // Found by the fuzzing oracle (config_compile: every header of a
+        // compiled config's auth request carries its own value): a header
+        // listed twice went to the auth service twice.
+        let mut c = minimal();
+        c["auth"]["credential_headers"] = json!(["authorization", "X-Api-Key", "Authorization"]);
+        c["auth"]["forward_headers"] = json!(["x-tenant", "x-api-key", "X-Tenant"]);
+        assert_eq!(
+            errors(c),
+            vec![
+                "auth.credential_headers: duplicate header name 'authorization'",
+                "auth.forward_headers: duplicate header name 'x-tenant'",
+                "auth.forward_headers: 'x-api-key' is already a credential header",
+            ]
         );
     }
 
