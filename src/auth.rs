@@ -221,6 +221,9 @@ pub fn encode_entry(entry: &Entry) -> String {
 
 /// Decodes a shared-dict entry written by [`encode_entry`]; `None` if it is
 /// not one (another version, corruption): the caller treats that as a miss.
+/// An entry [`interpret`] could not have produced (an empty account id, an
+/// account that is not an object, a `WWW-Authenticate` with CR, LF or NUL)
+/// is not one either.
 pub fn decode_entry(text: &[u8], config: &Config) -> Option<Entry> {
     let v: Value = serde_json::from_slice(text).ok()?;
     if v.get("v")?.as_u64()? != 1 {
@@ -233,14 +236,21 @@ pub fn decode_entry(text: &[u8], config: &Config) -> Option<Entry> {
         if status != 401 && status != 403 {
             return None;
         }
-        let www_authenticate = v.get("w").and_then(Value::as_str).map(str::to_string);
+        let www_authenticate = match v.get("w") {
+            None | Some(Value::Null) => None,
+            Some(w) => Some(w.as_str().filter(|w| is_safe_header_value(w))?.to_string()),
+        };
         Verdict::Deny(Arc::new(Denial {
             status,
             www_authenticate,
         }))
     } else {
-        let id = v.get("id")?.as_str()?.to_string();
-        let object = v.get("a")?.clone();
+        let id = v
+            .get("id")?
+            .as_str()
+            .filter(|id| !id.is_empty())?
+            .to_string();
+        let object = v.get("a").filter(|a| a.is_object())?.clone();
         Verdict::Allow(Arc::new(Account::new(id, object, config)))
     };
     Some(Entry {
@@ -456,6 +466,12 @@ mod tests {
             r#"{"v": 2}"#,
             r#"{"v":1,"e":1,"s":2,"d":200}"#,
             r#"{"v":1,"e":1,"s":2}"#,
+            // Found by the fuzzing oracle (auth_response: a decoded entry
+            // holds what interpret guarantees); decoded as allow/deny before.
+            r#"{"v":1,"e":1,"s":2,"id":"","a":{"id":""}}"#,
+            r#"{"v":1,"e":1,"s":2,"id":"a","a":[1]}"#,
+            r#"{"v":1,"e":1,"s":2,"d":401,"w":"Bearer\r\nX-Evil: 1"}"#,
+            r#"{"v":1,"e":1,"s":2,"d":401,"w":7}"#,
         ] {
             assert_eq!(decode_entry(bad.as_bytes(), &c), None, "{bad}");
         }
