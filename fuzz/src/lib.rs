@@ -572,7 +572,7 @@ pub fn gen_json_text(u: &mut Unstructured<'_>, depth: u32, out: &mut String) -> 
             "12345678901234567890",
         ])?),
         2 => out.push_str(&u.arbitrary::<i32>()?.to_string()),
-        3 | 4 | 5 => {
+        3..=5 => {
             let s = text(u, &["hunter2", "bob", "", "x"])?;
             json_string(u, &s, out)?;
         }
