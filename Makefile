@@ -1,8 +1,9 @@
-# auth-router: `make demo` runs the demo gateway, `make test` runs every suite.
+# auth-router: `make demo` runs the demo gateway, `make test` runs every suite,
+# `make fuzz` runs every fuzz target.
 ROCKSPEC := kong-plugin-auth-router-0.1.0-1.rockspec
 TREE     := $(CURDIR)/.tree
 
-.PHONY: deps build tree demo test unit openresty bench clean
+.PHONY: deps build tree demo test unit openresty bench fuzz clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -23,6 +24,26 @@ test: deps
 
 bench: tree
 	AUTH_ROUTER_TREE=$(TREE) bash bench/run.sh
+
+# Every cargo-fuzz target in turn, FUZZ_SECONDS each (one process, so the
+# machine stays usable). cargo-fuzz passes -Z flags; RUSTC_BOOTSTRAP=1 lets a
+# stable toolchain take them. New inputs go to fuzz/.corpus/<target> (not
+# committed); the seeds in fuzz/corpus/<target> are read; crashes land in
+# fuzz/artifacts/<target>. Not part of `make test`.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= http1_response config_compile config_value auth_response route_decision record_redact
+FUZZ_FLAGS   ?=
+
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	RUSTC_BOOTSTRAP=1 cargo fuzz build
+	set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/.corpus/$$t; \
+	  dict=; if [ -f fuzz/dict/$$t.dict ]; then dict=-dict=fuzz/dict/$$t.dict; fi; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t fuzz/.corpus/$$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$dict $(FUZZ_FLAGS); \
+	done
 
 clean:
 	cargo clean

@@ -237,6 +237,9 @@ pub fn encode_entry(entry: &Entry) -> String {
 
 /// Decodes a shared-dict entry written by [`encode_entry`]; `None` if it is
 /// not one (another version, corruption): the caller treats that as a miss.
+/// An entry [`interpret`] could not have produced (an empty account id, an
+/// account that is not an object, a `WWW-Authenticate` with CR, LF or NUL)
+/// is not one either.
 pub fn decode_entry(text: &[u8], config: &Config) -> Option<Entry> {
     let v: Value = serde_json::from_slice(text).ok()?;
     if v.get("v")?.as_u64()? != 1 {
@@ -249,14 +252,21 @@ pub fn decode_entry(text: &[u8], config: &Config) -> Option<Entry> {
         if status != 401 && status != 403 {
             return None;
         }
-        let www_authenticate = v.get("w").and_then(Value::as_str).map(str::to_string);
+        let www_authenticate = match v.get("w") {
+            None | Some(Value::Null) => None,
+            Some(w) => Some(w.as_str().filter(|w| is_safe_header_value(w))?.to_string()),
+        };
         Verdict::Deny(Arc::new(Denial {
             status,
             www_authenticate,
         }))
     } else {
-        let id = v.get("id")?.as_str()?.to_string();
-        let object = v.get("a")?.clone();
+        let id = v
+            .get("id")?
+            .as_str()
+            .filter(|id| !id.is_empty())?
+            .to_string();
+        let object = v.get("a").filter(|a| a.is_object())?.clone();
         Verdict::Allow(Arc::new(Account::new(id, object, config)))
     };
     Some(Entry {
@@ -459,6 +469,29 @@ mod tests {
     }
 
     #[test]
+    fn fractional_times_and_numbers_survive_the_shared_dict_exactly() {
+        // Found by fuzzing (auth_response): serde_json's default float parser
+        // may miss by one ulp on 17-digit numbers, so an L2 entry written with
+        // stale_until 1040.2440000000001 (1000.244 + 10 + 30) read back as
+        // 1040.244, and an account field sent as 1040.2440000000001 went
+        // upstream as "1040.244".
+        let c = config(json!({"upstream_headers": [{"name": "x-score", "pointer": "/score"}]}));
+        let r = response(401, &[], "");
+        let a = interpret(&c, &r, 1000.244).expect("ok");
+        let e = Entry::new(a.verdict, 1000.244, 10.0, 30.0);
+        assert_eq!(decode_entry(encode_entry(&e).as_bytes(), &c), Some(e));
+
+        let r = response(200, &[], r#"{"id": "a", "score": 1040.2440000000001}"#);
+        let a = interpret(&c, &r, 0.0).expect("ok");
+        assert_eq!(
+            allow(&a).upstream_headers,
+            vec![("x-score".to_string(), "1040.2440000000001".to_string())]
+        );
+        let e = Entry::new(a.verdict, 0.1, 0.2, 0.0);
+        assert_eq!(decode_entry(encode_entry(&e).as_bytes(), &c), Some(e));
+    }
+
+    #[test]
     fn foreign_or_corrupt_shared_dict_values_are_misses() {
         let c = config(json!({}));
         for bad in [
@@ -467,6 +500,12 @@ mod tests {
             r#"{"v": 2}"#,
             r#"{"v":1,"e":1,"s":2,"d":200}"#,
             r#"{"v":1,"e":1,"s":2}"#,
+            // Found by the fuzzing oracle (auth_response: a decoded entry
+            // holds what interpret guarantees); decoded as allow/deny before.
+            r#"{"v":1,"e":1,"s":2,"id":"","a":{"id":""}}"#,
+            r#"{"v":1,"e":1,"s":2,"id":"a","a":[1]}"#,
+            r#"{"v":1,"e":1,"s":2,"d":401,"w":"Bearer\r\nX-Evil: 1"}"#,
+            r#"{"v":1,"e":1,"s":2,"d":401,"w":7}"#,
         ] {
             assert_eq!(decode_entry(bad.as_bytes(), &c), None, "{bad}");
         }

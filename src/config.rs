@@ -434,6 +434,26 @@ fn read_auth(f: &mut Fields<'_>) -> Option<Auth> {
     let forward_headers = f.with_default("forward_headers", json!([]), None, |v| {
         array_of(forwardable_header)(v).map(Some)
     });
+    // Each header goes to the auth service once: a name listed twice, or as
+    // both credential and forwarded header, would repeat a singleton field
+    // (two Authorization lines) in the auth request.
+    let creds = credential_headers.as_deref().unwrap_or_default();
+    let names = |hs: &[HeaderName]| hs.iter().map(|h| h.0.clone()).collect::<Vec<_>>();
+    check_unique(
+        f,
+        "credential_headers",
+        names(creds).into_iter(),
+        "header name",
+    );
+    if let Some(fwd) = &forward_headers {
+        check_unique(f, "forward_headers", names(fwd).into_iter(), "header name");
+        for h in fwd.iter().filter(|h| creds.contains(h)) {
+            f.error(
+                "forward_headers",
+                format!("'{}' is already a credential header", h.0),
+            );
+        }
+    }
     let timeout_ms = f.with_default("timeout_ms", json!(1000), 0, integer(1, MAX_TIMEOUT_MS));
     let keepalive_ms = f.with_default("keepalive_ms", json!(60000), 0, integer(1, MAX_TIMEOUT_MS));
     let pool_size = f.with_default("pool_size", json!(64), 0, integer(1, 65535));
@@ -765,7 +785,13 @@ fn http_url(v: &Value) -> Check<HttpUrl> {
     };
     let host = match u.host() {
         Some(url::Host::Ipv6(a)) => a.to_string(),
-        Some(h) => h.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        // The URL standard allows bytes in a domain (`"`, `{`, `` ` ``, ...)
+        // that no host name has and the HTTP/1.1 encoder refuses.
+        Some(url::Host::Domain(d)) if is_hostname(d) => d.to_string(),
+        Some(url::Host::Domain(d)) => {
+            return Err(format!("'{raw}' has an invalid host name '{d}'"))
+        }
         None => return Err(format!("'{raw}' has no host")),
     };
     if u.fragment().is_some() {
@@ -1127,6 +1153,59 @@ mod tests {
             errors(c),
             vec!["auth.forward_headers: item 2: 'host' cannot be sent to the auth service (it frames the request)"]
         );
+    }
+
+    #[test]
+    fn auth_headers_are_sent_once() {
+        // Found by the fuzzing oracle (config_compile: every header of a
+        // compiled config's auth request carries its own value): a header
+        // listed twice went to the auth service twice.
+        let mut c = minimal();
+        c["auth"]["credential_headers"] = json!(["authorization", "X-Api-Key", "Authorization"]);
+        c["auth"]["forward_headers"] = json!(["x-tenant", "x-api-key", "X-Tenant"]);
+        assert_eq!(
+            errors(c),
+            vec![
+                "auth.credential_headers: duplicate header name 'authorization'",
+                "auth.forward_headers: duplicate header name 'x-tenant'",
+                "auth.forward_headers: 'x-api-key' is already a credential header",
+            ]
+        );
+    }
+
+    #[test]
+    fn url_hosts_must_be_host_names() {
+        // Found by fuzzing (config_compile): the URL standard accepts
+        // "http://a`b/", whose host the HTTP/1.1 encoder then refuses, so
+        // every auth call (or log batch) of an accepted config failed.
+        for url in [
+            "http://a`b/auth",
+            "http://a{b}/",
+            "https://a\"b/",
+            "http://a!b/",
+        ] {
+            let mut c = minimal();
+            c["auth"]["url"] = json!(url);
+            let errs = errors(c);
+            assert_eq!(errs.len(), 1, "{url}: {errs:?}");
+            assert!(errs[0].starts_with("auth.url: "), "{url}: {errs:?}");
+            assert!(errs[0].contains("invalid host name"), "{url}: {errs:?}");
+        }
+        let mut c = minimal();
+        c["log"] = json!({"enabled": true, "sink": "http", "url": "http://logs{1}:9/x"});
+        let errs = errors(c);
+        assert!(errs.iter().any(|e| e.starts_with("log.url: ")), "{errs:?}");
+        for url in [
+            "http://Auth.Example_1-a:81/x",
+            "http://[::1]/",
+            "http://10.0.0.1/",
+            "https://b\u{fc}cher.de/",
+        ] {
+            let mut c = minimal();
+            c["auth"]["url"] = json!(url);
+            let got = compile(c).map(|c| c.auth.url.host);
+            assert!(got.is_ok(), "{url}: {got:?}");
+        }
     }
 
     #[test]

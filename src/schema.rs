@@ -70,8 +70,19 @@ impl<'e> Fields<'e> {
     }
 
     fn child_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
+        // A key that is not a plain name (empty, or with a dot, bracket or
+        // space) is quoted, so every path names its field unambiguously.
+        let plain = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let key = if plain {
             key.to_string()
+        } else {
+            format!("{key:?}")
+        };
+        if self.path.is_empty() {
+            key
         } else {
             format!("{}.{}", self.path, key)
         }
@@ -348,6 +359,27 @@ mod tests {
         let _ = f.finish();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].to_string(), "r[2].x: expected an integer");
+    }
+
+    #[test]
+    fn odd_keys_are_quoted_so_every_path_names_its_field() {
+        // Found by fuzzing (config_value): an unknown empty key was reported
+        // with an empty path, as ": unknown field".
+        let mut errs = Vec::new();
+        let input = json!({"": 1, "a.b": 2, "r": {"x y": 3, "ok_key-2": 4}});
+        let mut f = Fields::new(String::new(), input, &mut errs).expect("object");
+        let _ = f.record("r", false, |r| r.required("ok_key-2", integer(0, 1)));
+        let _ = f.finish();
+        let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            vec![
+                "r.ok_key-2: value should be between 0 and 1",
+                r#"r."x y": unknown field"#,
+                r#""": unknown field"#,
+                r#""a.b": unknown field"#,
+            ]
+        );
     }
 
     #[test]
