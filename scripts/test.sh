@@ -86,6 +86,8 @@ install_tree() {
 check "cargo fmt --check" cargo fmt --check
 check "cargo clippy" cargo clippy --locked --all-targets -- -D warnings
 cargo_tests
+# the fuzz targets (fuzz/, own workspace) still build against the core
+check "cargo check (fuzz targets)" cargo check --quiet --locked --manifest-path fuzz/Cargo.toml --bins
 check "luacheck" luacheck -q lua spec $([ -d bench ] && echo bench)
 # The distribution files, with the tools that read them (Debian packages).
 if command -v docker-compose >/dev/null; then

@@ -65,14 +65,14 @@ fn check(router: &Router, req: &Request<'_>) {
             assert!(ex.steps.last().is_some_and(|s| s.mismatch.is_none()));
             if let Some(p) = d.prefix {
                 assert!(
-                    req.path.starts_with(p),
+                    req.path.starts_with(p.as_bytes()),
                     "{p:?} is not a prefix of {:?}",
                     req.path
                 );
             }
             if let Some(s) = &d.path {
                 assert!(d.prefix.is_some(), "stripped without a prefix");
-                assert!(s.starts_with('/'), "stripped path {s:?}");
+                assert!(s.starts_with(b"/"), "stripped path {s:?}");
                 assert!(
                     req.path.ends_with(&s[1..]),
                     "{s:?} is not a tail of {:?}",
@@ -105,8 +105,8 @@ fn fixed(data: &[u8]) {
         deployment(),
         &Request {
             method,
-            path,
-            api_version_header: version,
+            path: path.as_bytes(),
+            api_version_header: version.map(str::as_bytes),
             account: &account,
             account_id: id,
         },
@@ -213,8 +213,8 @@ fn generated(u: &mut Unstructured<'_>) -> ArbResult<()> {
         &router,
         &Request {
             method,
-            path: &p,
-            api_version_header: version.as_deref(),
+            path: p.as_bytes(),
+            api_version_header: version.as_deref().map(str::as_bytes),
             account: &account,
             account_id: &id,
         },

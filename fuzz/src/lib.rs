@@ -68,7 +68,7 @@ fn check_usable(c: &Config) {
     let auth = &c.auth;
 
     // The auth request of a credential that is not cached yet.
-    let mut ex = p.begin("POST", "/send?x=1", 1_000);
+    let mut ex = p.begin(b"POST", b"/send?x=1", 1_000);
     let n = auth.credential_headers.len() + auth.forward_headers.len();
     let values = (0..n)
         .map(|i| Some(format!("Bearer t{i}").into_bytes()))
@@ -114,10 +114,10 @@ fn check_usable(c: &Config) {
         assert!(auth_router_native::auth::is_safe_header_value(v));
     }
     ex.set_verdict(Verdict::Allow(Arc::new(account)), CacheStatus::Miss);
-    if let Some(action) = p.route(&mut ex, "/send/x", Some("v1")) {
+    if let Some(action) = p.route(&mut ex, b"/send/x", Some(b"v1")) {
         assert!(c.routes.iter().any(|r| r.name == action.name));
         if let Some(path) = &action.path {
-            assert!(path.starts_with('/'), "{path:?}");
+            assert!(path.starts_with(b"/"), "{path:?}");
         }
     }
 
