@@ -22,7 +22,7 @@ test: deps
 	bash scripts/test.sh
 
 bench: tree
-	AUTH_ROUTER_TREE=$(TREE) bash bench/run.sh
+	AUTH_ROUTER_TREE=$(TREE) bash bench/suite.sh
 
 clean:
 	cargo clean

@@ -189,7 +189,7 @@ run_wrk() { # variant seconds url [VAR=value...] -> sets WRK_LAST, checks errors
   errors=$(echo "$WRK_LAST" | sed 's/.*errors=\([0-9]*\).*/\1/')
   non2xx=$(echo "$WRK_LAST" | sed 's/.*non2xx=\([0-9]*\).*/\1/')
   [ "$errors" = 0 ] && [ "$non2xx" = 0 ] \
-    || die "variant $v: $errors socket errors, $non2xx non-2xx answers: $WRK_LAST"
+    || die "variant $v: $errors socket errors, $non2xx non-2xx answers: $WRK_LAST $(echo "$out" | grep BENCH_FIRST_NON2XX || echo '(BENCH_DEBUG=1 shows the first one)')"
 }
 
 # Interleaved measurement. The caller defines:

@@ -54,3 +54,14 @@ function done(summary, latency)
     latency:percentile(50), latency:percentile(99),
     e.connect + e.read + e.write + e.timeout, e.status))
 end
+
+-- BENCH_DEBUG=1: print the first non-2xx answer (costs wrk a callback per response).
+if os.getenv("BENCH_DEBUG") == "1" then
+  local shown = false
+  function response(status, headers, body)
+    if not shown and (status < 200 or status > 299) then
+      shown = true
+      io.write("BENCH_FIRST_NON2XX status=", status, " body=", tostring(body):sub(1, 300), "\n")
+    end
+  end
+end

@@ -3,6 +3,9 @@
 //! 2 upstream headers and 1 response header rendered from it), built with the
 //! crate's own `Account::new` and stored with `Cache::put`, as the plugin does.
 
+// Each bench includes this file and uses part of it.
+#![allow(dead_code)]
+
 use auth_router_native::auth::Account;
 use auth_router_native::cache::{Cache, CacheKey, Entry, KeyDeriver, Verdict};
 use auth_router_native::config::{self, Config};
