@@ -1,7 +1,7 @@
 # Shared shell functions of bench/run.sh (nginx variants) and bench/kong.sh
 # (real Kong variants). Source it after setting BENCH_TAG (log prefix) and
 # HERE/ROOT; then call bench_settings, which reads the common BENCH_* knobs:
-#   BENCH_SECONDS        seconds per measured wrk run (4)
+#   BENCH_SECONDS        seconds per measured wrk run (3)
 #   BENCH_ROUNDS         interleaved rounds (4)
 #   BENCH_WARMUP_SECONDS wrk warm-up per variant, not measured (2)
 #   BENCH_CONNECTIONS    wrk connections (16), one wrk thread
@@ -10,7 +10,7 @@
 # Every process a script starts is stopped by PID on exit (trap), and every
 # wait is bounded.
 
-RUN_S=${BENCH_SECONDS:-4}
+RUN_S=${BENCH_SECONDS:-3}
 ROUNDS=${BENCH_ROUNDS:-4}
 WARMUP_S=${BENCH_WARMUP_SECONDS:-2}
 CONNS=${BENCH_CONNECTIONS:-16}

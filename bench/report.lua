@@ -155,7 +155,8 @@ local function criterion_median_ns(id)
   if not f then return nil end
   local text = f:read("*a")
   f:close()
-  return tonumber(text:match('"median":%s*{[^}]-"point_estimate":%s*([%d%.eE%+%-]+)'))
+  local ok, doc = pcall(require("cjson").decode, text)
+  return ok and doc.median and doc.median.point_estimate or nil
 end
 local c1k, c1m = criterion_median_ns("l1_lookup/hit/1000"), criterion_median_ns("l1_lookup/hit/1000000")
 if c1k and c1m then

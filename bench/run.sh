@@ -30,14 +30,14 @@
 # (l1_hits, l2_hits, misses, routed, log_sent) and the auth mock's and sink's
 # counts show every measured request was what the variant claims.
 #
-# Environment (defaults), besides bench/lib.sh's BENCH_SECONDS (4),
+# Environment (defaults), besides bench/lib.sh's BENCH_SECONDS (3),
 # BENCH_ROUNDS (4), BENCH_WARMUP_SECONDS (2), BENCH_CONNECTIONS (16),
 # BENCH_PIN (1), BENCH_KEEP (0):
 #   AUTH_ROUTER_TREE     luarocks tree with the plugin installed (required)
 #   BENCH_VARIANTS       variants in run order (all of the above)
 #   BENCH_CREDENTIALS    credentials cycled by the hit and log variants (8)
 #   BENCH_OUT            where results.md and runs.csv go (.tmp/bench)
-# Default total: 11 variants x (4 rounds x 4 s + 2 s) + checks ~ 3.7 min.
+# Default total: 11 variants x (4 rounds x 3 s + 2 s) + checks, about 4 minutes.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
