@@ -59,6 +59,15 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 cd "$ROOT"
 
+# Build with the C compiler settings luarocks gives cargo (`make tree` and
+# bench/kong.sh build through luarocks): blake3's build script compiles C and
+# reruns, rebuilding everything above it, whenever CC or CFLAGS change, so
+# without this every `make bench` would rebuild the crate three times.
+if command -v luarocks >/dev/null; then
+  CC=$(luarocks --lua-version=5.1 config variables.CC 2>/dev/null || echo cc)
+  CFLAGS=$(luarocks --lua-version=5.1 config variables.CFLAGS 2>/dev/null || true)
+  export CC CFLAGS
+fi
 log "building the bench binaries"
 bench_args=()
 for b in "${BENCHES[@]}" l1_memory; do bench_args+=(--bench "$b"); done
