@@ -23,7 +23,7 @@ test: deps
 	bash scripts/test.sh
 
 bench: tree
-	AUTH_ROUTER_TREE=$(TREE) bash bench/run.sh
+	AUTH_ROUTER_TREE=$(TREE) bash bench/suite.sh
 
 # Every cargo-fuzz target in turn, FUZZ_SECONDS each (one process, so the
 # machine stays usable). cargo-fuzz passes -Z flags; RUSTC_BOOTSTRAP=1 lets a

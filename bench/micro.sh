@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # auth-router micro-benchmarks, in one go:
-#   the three criterion benches (benches/routing.rs, redact.rs, logrec.rs)
-#   and their Lua peer (bench/serialize_peer.lua: lua-cjson decode, mask,
+#   the criterion benches (benches/routing.rs, redact.rs, logrec.rs, cache.rs),
+#   bytes per L1 entry at 1M entries (benches/l1_memory.rs), and the log
+#   record benches' Lua peer (bench/serialize_peer.lua: lua-cjson decode, mask,
 #   encode; a design §3 record table through cjson.encode), then a summary.
 #
 #   bash bench/micro.sh
@@ -21,7 +22,8 @@
 #   MICRO_CPU              run every bench pinned to this CPU with taskset
 #                          (unset: not pinned)
 #   MICRO_OUT              where results.md, peer.tsv and the raw logs go (.tmp/micro)
-# Total: about 1.5 minutes after the build (13 criterion benchmarks and 5 peer
+# Total: about 2.5 minutes after the build (16 criterion benchmarks, the 1M-entry
+# memory count and 5 peer
 # cases at ~5 s each); every step runs under `timeout`.
 set -euo pipefail
 
@@ -34,7 +36,7 @@ CPU=${MICRO_CPU:-}
 OUT=${MICRO_OUT:-$ROOT/.tmp/micro}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 case "$TARGET" in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
-BENCHES=(routing redact logrec)
+BENCHES=(routing redact logrec cache)
 
 die() { echo "micro: $*" >&2; exit 1; }
 log() { echo "micro: $*" >&2; }
@@ -57,9 +59,18 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 cd "$ROOT"
 
+# Build with the C compiler settings luarocks gives cargo (`make tree` and
+# bench/kong.sh build through luarocks): blake3's build script compiles C and
+# reruns, rebuilding everything above it, whenever CC or CFLAGS change, so
+# without this every `make bench` would rebuild the crate three times.
+if command -v luarocks >/dev/null; then
+  CC=$(luarocks --lua-version=5.1 config variables.CC 2>/dev/null || echo cc)
+  CFLAGS=$(luarocks --lua-version=5.1 config variables.CFLAGS 2>/dev/null || true)
+  export CC CFLAGS
+fi
 log "building the bench binaries"
 bench_args=()
-for b in "${BENCHES[@]}"; do bench_args+=(--bench "$b"); done
+for b in "${BENCHES[@]}" l1_memory; do bench_args+=(--bench "$b"); done
 timeout 1800 cargo bench --no-default-features "${bench_args[@]}" --no-run 2>&1 | tail -n 4 >&2
 
 MARKER="$OUT/.started"
@@ -86,6 +97,11 @@ for b in "${BENCHES[@]}"; do
   grep -E '^[a-z_]+/|time:' "$OUT/$b.txt" | sed 's/^/  /' >&2 || true
 done
 
+log "L1 memory: benches/l1_memory.rs (1M entries)"
+timeout 600 cargo bench --no-default-features --bench l1_memory > "$OUT/l1_memory.txt" 2>&1 \
+  || { tail -n 20 "$OUT/l1_memory.txt" >&2; die "cargo bench --bench l1_memory failed"; }
+grep '^L1_MEMORY' "$OUT/l1_memory.txt" >&2 || die "l1_memory printed no result"
+
 log "lua peer: bench/serialize_peer.lua"
 PEER_WARMUP_SECONDS=$WARMUP_S PEER_SECONDS=$MEASURE_S \
   timeout 600 "${PIN[@]}" luajit "$HERE/serialize_peer.lua" "$OUT/peer.tsv" | tee "$OUT/peer.txt" >&2
@@ -97,7 +113,7 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
 find "$TARGET/criterion" -path '*/new/estimates.json' -newer "$MARKER" | sort \
   | sed "s|^$TARGET/criterion/\(.*\)/new/estimates.json\$|\1\t&|" > "$OUT/criterion.list"
 
-luajit - "$OUT/criterion.list" "$OUT/peer.tsv" "$OUT/machine.txt" > "$OUT/results.md" <<'LUA'
+luajit - "$OUT/criterion.list" "$OUT/peer.tsv" "$OUT/machine.txt" "$OUT/l1_memory.txt" > "$OUT/results.md" <<'LUA'
 local function read_tsv(path)
   local t = {}
   for line in io.lines(path) do
@@ -164,6 +180,28 @@ for _, n in ipairs { 10, 100, 1000 } do
   local m = get(rust, "decide/miss/" .. n, "criterion")
   print(string.format("| %d | %s | %s | %s | %s | %s |", n, ns(h), range(h), ns(m), range(m),
     ratio(h, base)))
+end
+print()
+print("L1 cache (criterion median of a random-order hit; bytes per entry from a counting allocator):")
+print()
+print("| entries | lookup (hit) | CI | / at 1k |")
+print("|---:|---:|---:|---:|")
+local l1k = get(rust, "l1_lookup/hit/1000", "criterion")
+for _, n in ipairs { 1000, 100000, 1000000 } do
+  local h = get(rust, "l1_lookup/hit/" .. n, "criterion")
+  print(string.format("| %d | %s | %s | %s |", n, ns(h), range(h), ratio(h, l1k)))
+end
+local memf = io.open(arg[4])
+local mem = memf and memf:read("*a") or ""
+if memf then memf:close() end
+local total, fields, over, allocs = mem:match(
+  "bytes_per_entry=([%d%.]+) field_bytes_per_entry=([%d%.]+) overhead_per_entry=([%d%.]+) allocations_per_entry=([%d%.]+)")
+print()
+if total then
+  print(string.format("Memory at 1M entries: %s bytes per entry = %s bytes of field data + %s bytes overhead"
+    .. " (%s heap allocations per entry).", total, fields, over, allocs))
+else
+  missing[#missing + 1] = "l1_memory result"
 end
 print()
 print("Log record work, Rust (criterion median) vs the Lua-cjson peer (median of its samples):")

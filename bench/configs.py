@@ -1,0 +1,56 @@
+"""Writes the auth-router configs of bench/run.sh's variants (one JSON file
+each) and bench/kong.sh's plugin config.
+
+    python3 bench/configs.py OUT_DIR AUTH_PORT LEGACY_PORT EMAIL_PORT CALENDAR_PORT SINK_PORT
+"""
+import json
+import sys
+
+out = sys.argv[1]
+auth, legacy, email, calendar, sink = map(int, sys.argv[2:7])
+
+HEADERS = {
+    "upstream_headers": [{"name": "x-account-id", "pointer": "/id"},
+                         {"name": "x-account-plan", "pointer": "/plan"}],
+    "response_headers": [{"name": "x-account-plan", "pointer": "/plan"}],
+}
+
+
+def base(**auth_extra):
+    return {"auth": {"url": f"http://127.0.0.1:{auth}/auth", "ttl_s": 3600, **auth_extra},
+            **HEADERS}
+
+
+def unmatched(n):
+    """n routes whose prefixes the bench's paths (/send, /log) never have."""
+    return [{"name": f"r{i:04d}", "paths": [f"/r{i:04d}/"], "target": f"127.0.0.1:{10000 + i}"}
+            for i in range(1, n + 1)]
+
+
+def write(name, conf):
+    with open(f"{out}/{name}.json", "w") as f:
+        json.dump(conf, f, indent=1)
+
+
+write("hit", {**base(), "routes": unmatched(20)})
+write("hit-1000", {**base(), "routes": unmatched(1000)})
+# The motivating table (docs/configuration.md's complete example, trimmed to
+# one target per service): /send matches `email` after three routes that do
+# not match (the version route resolves the API version, the flag route
+# checks flags, the calendar routes check paths).
+write("hit-routed", {**base(), "api_version": {"default": "v2"}, "routes": [
+    {"name": "legacy-v0", "api_versions": ["v0"], "target": f"127.0.0.1:{legacy}"},
+    {"name": "calendar-v2", "paths": ["/events", "/calendars"], "flags": ["calendar_v2"],
+     "percentage": 25, "target": f"127.0.0.1:{calendar}"},
+    {"name": "calendar", "paths": ["/events", "/calendars"], "target": f"127.0.0.1:{calendar}"},
+    {"name": "email", "paths": ["/send"], "target": f"127.0.0.1:{email}"},
+]})
+write("l2", {**base(cache_size=1), "routes": unmatched(20)})
+write("miss", {**base(), "routes": unmatched(20)})
+write("log", {**base(), "routes": unmatched(20), "log": {
+    "enabled": True, "sink": "tcp", "host": "127.0.0.1", "port": sink,
+    "request_body": True, "response_body": True, "redact_body_fields": ["password", "token"],
+    # Not the defaults (1000 ms, 8 MiB): at ~10k req/s with 1 KiB bodies a
+    # second of records is ~35 MB, so the default queue drops records between
+    # flushes. The peer ships each full batch of 100 at once; this is closest.
+    "flush_interval_ms": 50, "queue_max_bytes": 64 * 1024 * 1024}})
