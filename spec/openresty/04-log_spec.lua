@@ -992,7 +992,11 @@ describe("auth_router.openresty log shipping (" .. WORKERS .. " workers, real co
     lazy_setup(function()
       c = collector.start()
       c:down()                              -- down from the start
-      gw = start_pair("queue", { queue_max_bytes = QUEUE_MAX, batch_max_entries = 4, retry_max_s = 30 },
+      -- Batches of 2 records (a few KiB each here): the batch in flight, which
+      -- is never dropped, leaves room for a new record. With batches of 4 it
+      -- could fill the bound alone, and then the queue rightly dropped the
+      -- newest record (it cannot fit) instead of an older one (a flaky case).
+      gw = start_pair("queue", { queue_max_bytes = QUEUE_MAX, batch_max_entries = 2, retry_max_s = 30 },
                       { collector = c })
     end)
 
