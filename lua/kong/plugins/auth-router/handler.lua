@@ -165,7 +165,8 @@ function AuthRouterHandler:access(conf)
     return kong.response.exit(INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE })
   end
 
-  local status, body, headers = core.access(plugin, kong.ctx.plugin)
+  local ctx = kong.ctx.plugin
+  local status, body, headers = core.access(plugin, ctx)
   if status then
     return kong.response.exit(status, body, headers)
   end
@@ -173,24 +174,24 @@ function AuthRouterHandler:access(conf)
   -- Authenticated: tell Kong who it is, so rate-limiting (limit_by =
   -- credential) and loggers see the identity, and later plugins can read
   -- the account id and cache status.
-  local account_id, cache_status = core.identity(kong.ctx.plugin)
+  local account_id, cache_status = core.identity(ctx)
   local mapping = conf.consumer
   if mapping and mapping.by ~= null and mapping.by ~= nil then
-    local consumer, cerr = consumer_for(conf, core.consumer_value(kong.ctx.plugin))
+    local consumer, cerr = consumer_for(conf, core.consumer_value(ctx))
     if cerr then
       kong.log.err(cerr)
-      core.refuse(kong.ctx.plugin)
+      core.refuse(ctx)
       return kong.response.exit(INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE })
     end
     if not consumer then
-      core.refuse(kong.ctx.plugin)
+      core.refuse(ctx)
       return kong.response.exit(403, { message = NO_CONSUMER_MESSAGE })
     end
     kong.client.authenticate(consumer, { id = account_id })
   else
     kong.client.authenticate(nil, { id = account_id })
   end
-  local route, path = core.route(kong.ctx.plugin)
+  local route, path = core.route(ctx)
   kong.ctx.shared.auth_router = {
     account_id = account_id,
     cache      = cache_status,
