@@ -134,12 +134,7 @@ describe(PLUGIN_NAME .. ": (access) [#" .. strategy .. "]", function()
       ]] } },
     } })
 
-    assert(helpers.start_kong({
-      database                   = strategy,
-      plugins                    = "bundled," .. PLUGIN_NAME,
-      nginx_conf                 = "spec/fixtures/custom_nginx.template",
-      nginx_main_worker_processes = 2,
-      nginx_http_lua_shared_dict = "auth_router 4m",
+    assert(mocks.start_kong({
       untrusted_lua              = "on",
       -- reuseport: the kernel spreads new connections over both workers by
       -- hash, so concurrent requests reach both (the cross-worker cases)

@@ -56,13 +56,7 @@ describe(PLUGIN_NAME .. ": (routing) [#" .. strategy .. "]", function()
       bp.plugins:insert { name = PLUGIN_NAME, route = { id = route.id }, config = config }
     end
 
-    assert(helpers.start_kong({
-      database                    = strategy,
-      plugins                     = "bundled," .. PLUGIN_NAME,
-      nginx_conf                  = "spec/fixtures/custom_nginx.template",
-      nginx_main_worker_processes = 2,
-      nginx_http_lua_shared_dict  = "auth_router 4m",
-    }))
+    assert(mocks.start_kong())
   end)
 
   lazy_teardown(function()

@@ -45,13 +45,8 @@ describe(PLUGIN_NAME .. ": (config through the Admin API) [#" .. strategy .. "]"
   lazy_setup(function()
     m = mocks.start()
     helpers.get_db_utils(strategy, nil, { PLUGIN_NAME })
-    assert(helpers.start_kong({
-      database                    = strategy,
+    assert(mocks.start_kong({
       declarative_config_string   = declarative("1"),
-      plugins                     = "bundled," .. PLUGIN_NAME,
-      nginx_conf                  = "spec/fixtures/custom_nginx.template",
-      nginx_main_worker_processes = 2,
-      nginx_http_lua_shared_dict  = "auth_router 4m",
     }))
   end)
 

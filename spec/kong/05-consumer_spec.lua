@@ -59,13 +59,7 @@ describe(PLUGIN_NAME .. ": (consumer mapping) [#" .. strategy .. "]", function()
       config = { add = { headers = { "x-guest:yes" } } },
     }
 
-    assert(helpers.start_kong({
-      database                    = strategy,
-      plugins                     = "bundled," .. PLUGIN_NAME,
-      nginx_conf                  = "spec/fixtures/custom_nginx.template",
-      nginx_main_worker_processes = 2,
-      nginx_http_lua_shared_dict  = "auth_router 4m",
-    }))
+    assert(mocks.start_kong())
   end)
 
   lazy_teardown(function()

@@ -81,6 +81,25 @@ function _M.start()
 end
 
 
+--- start_kong([extra]) -> Kong as every spec here runs it: DB-less (the
+-- config from Kong's declarative blueprints, unless `extra` gives one), the
+-- plugin enabled, 2 workers, the plugin's shared dict. `extra` adds or
+-- overrides Kong properties.
+function _M.start_kong(extra)
+  local env = {
+    database                    = "off",
+    plugins                     = "bundled,auth-router",
+    nginx_conf                  = "spec/fixtures/custom_nginx.template",
+    nginx_main_worker_processes = 2,
+    nginx_http_lua_shared_dict  = "auth_router 4m",
+  }
+  for k, v in pairs(extra or {}) do
+    env[k] = v
+  end
+  return helpers.start_kong(env)
+end
+
+
 --- calls([token]) -> auth calls so far (all, or with that token).
 function _M:calls(token)
   local path = "/__calls" .. (token and "?token=" .. ngx.escape_uri(token) or "")
