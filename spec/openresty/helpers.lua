@@ -752,14 +752,9 @@ local function parse_response(raw)
 end
 
 
---- One HTTP/1.1 request on a fresh connection (Connection: close).
--- headers: name -> value (or array of values, sent as repeated headers).
--- Returns status, headers (lowercase names; a repeated header is an array),
--- body; or nil and an error message.
-function helpers.request(method, url, headers, body, timeout)
-  local host, port, path = split_url(url, 2)
-  local raw_request = build_request(method, host, port, path, headers, body)
-
+-- Sends `bytes` to host:port on a fresh connection, reads until the server
+-- closes, and parses the answer; or nil and an error message.
+local function exchange(host, port, bytes, timeout)
   local sock = socket.tcp()
   sock:settimeout(timeout or HTTP_TIMEOUT)
   local ok, err = sock:connect(host, port)
@@ -767,7 +762,7 @@ function helpers.request(method, url, headers, body, timeout)
     sock:close()
     return nil, "connect to " .. host .. ":" .. port .. " failed: " .. tostring(err)
   end
-  ok, err = sock:send(raw_request)
+  ok, err = sock:send(bytes)
   if not ok then
     sock:close()
     return nil, "send failed: " .. tostring(err)
@@ -782,29 +777,21 @@ function helpers.request(method, url, headers, body, timeout)
 end
 
 
+--- One HTTP/1.1 request on a fresh connection (Connection: close).
+-- headers: name -> value (or array of values, sent as repeated headers).
+-- Returns status, headers (lowercase names; a repeated header is an array),
+-- body; or nil and an error message.
+function helpers.request(method, url, headers, body, timeout)
+  local host, port, path = split_url(url, 2)
+  return exchange(host, port, build_request(method, host, port, path, headers, body), timeout)
+end
+
+
 --- Sends `bytes` as they are (any request line, headers, bytes) to
 -- 127.0.0.1:`port` on a fresh connection and reads until the server closes.
 -- Returns status, headers, body like request(); or nil and an error message.
 function helpers.raw_request(port, bytes, timeout)
-  local sock = socket.tcp()
-  sock:settimeout(timeout or HTTP_TIMEOUT)
-  local ok, err = sock:connect("127.0.0.1", port)
-  if not ok then
-    sock:close()
-    return nil, "connect failed: " .. tostring(err)
-  end
-  ok, err = sock:send(bytes)
-  if not ok then
-    sock:close()
-    return nil, "send failed: " .. tostring(err)
-  end
-  local raw, rerr, partial = sock:receive("*a")
-  sock:close()
-  raw = raw or partial
-  if not raw or raw == "" then
-    return nil, "no response: " .. tostring(rerr)
-  end
-  return parse_response(raw)
+  return exchange("127.0.0.1", port, bytes, timeout)
 end
 
 
