@@ -37,6 +37,8 @@
 #   BENCH_VARIANTS       variants in run order (all of the above)
 #   BENCH_CREDENTIALS    credentials cycled by the hit and log variants (8)
 #   BENCH_OUT            where results.md and runs.csv go (.tmp/bench)
+#   BENCH_CALLGRIND      1: instructions per request under callgrind instead
+#                        of timed runs (see callgrind_measure)
 # Default total: 11 variants x (4 rounds x 3 s + 2 s) + checks, about 4 minutes.
 set -euo pipefail
 
@@ -220,6 +222,57 @@ check_variant() { # one request per credential with curl: 200, headers set, rout
 
 luajit -e "io.write(dofile('$HERE/bodies.lua').json(1024))" >"$WORK/body.json"
 for v in $VARIANTS; do check_variant "$v"; done
+
+# --- callgrind: instructions per request ------------------------------------------------
+# BENCH_CALLGRIND=1: instead of the timed runs, the same gateway runs again
+# under valgrind's callgrind (one process, no master), and each variant gets
+# its instructions per request: counters zeroed after a warm-up, one wrk run,
+# a dump. Repeatable on a busy machine (no clock involved), and each dump
+# (callgrind.out.<variant>) opens in callgrind_annotate to see where they go.
+callgrind_measure() {
+  local v reqs ir pid file
+  command -v valgrind >/dev/null && command -v callgrind_control >/dev/null \
+    || die "BENCH_CALLGRIND=1 needs valgrind (Debian package valgrind)"
+  stop_master "$GATEWAY/logs/nginx.pid"
+  sed -i -e 's/^daemon on;/daemon off;/' -e 's/^master_process on;/master_process off;/' "$GATEWAY/conf/nginx.conf"
+  mkdir -p "$OUT/callgrind"
+  rm -f "$OUT"/callgrind/callgrind.out.*
+  valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="$OUT/callgrind/callgrind.out" \
+    nginx -p "$GATEWAY" -c "$GATEWAY/conf/nginx.conf" -e "$GATEWAY/logs/error.log" \
+    >"$WORK/valgrind.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  for v in $ALL; do wait_port "${PORT[$v]}"; done
+  wait_port "$CONTROL_PORT" /__info
+  echo "| variant | instructions/request | adds (vs emptylua) | requests |" >"$OUT/callgrind.md"
+  echo "|---|---:|---:|---:|" >>"$OUT/callgrind.md"
+  local base=""
+  for v in $VARIANTS; do
+    # shellcheck disable=SC2046
+    run_wrk "$v" "$WARMUP_S" "$(variant_url "$v")" $(variant_env "$v")
+    callgrind_control -z "$pid" >/dev/null
+    # shellcheck disable=SC2046
+    run_wrk "$v" "$RUN_S" "$(variant_url "$v")" $(variant_env "$v")
+    callgrind_control -d "$v" "$pid" >/dev/null
+    reqs=$(echo "$WRK_LAST" | sed 's/.*requests=\([0-9]*\).*/\1/')
+    file=$(ls -t "$OUT"/callgrind/callgrind.out.* | head -n 1)
+    mv "$file" "$OUT/callgrind/callgrind.out.$v"
+    ir=$(sed -n 's/^totals: \([0-9]*\).*/\1/p' "$OUT/callgrind/callgrind.out.$v")
+    [ -n "$ir" ] && [ "$reqs" -gt 0 ] || die "callgrind: no totals for $v"
+    ir=$((ir / reqs))
+    [ "$v" = emptylua ] && base=$ir
+    echo "| \`$v\` | $ir | ${base:+$((ir - base))} | $reqs |" >>"$OUT/callgrind.md"
+    log "callgrind $v: $ir instructions/request over $reqs requests"
+  done
+  kill "$pid" 2>/dev/null || true
+  cat "$OUT/callgrind.md"
+  log "dumps in $OUT/callgrind (callgrind_annotate --inclusive=yes FILE)"
+}
+if [ "${BENCH_CALLGRIND:-0}" = 1 ]; then
+  mkdir -p "$OUT"
+  callgrind_measure
+  exit 0
+fi
 
 # --- measured, interleaved -------------------------------------------------------------
 mkdir -p "$OUT"

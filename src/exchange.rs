@@ -7,8 +7,9 @@
 use crate::auth::{Account, AuthError, Denial};
 use crate::body::Capture;
 use crate::cache::{CacheKey, Verdict};
-use crate::config::Destination;
+use crate::config::{Destination, Route};
 use crate::stats;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// How the auth cache answered, as the log record's `auth.cache` says it.
@@ -53,11 +54,41 @@ struct Pending {
     forwarded: HeaderValues,
 }
 
+/// The methods nginx itself parses, as static strings; any other method
+/// (extension methods are legal) is copied.
+const METHODS: [&str; 16] = [
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "PATCH",
+    "OPTIONS",
+    "TRACE",
+    "CONNECT",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "PROPFIND",
+    "PROPPATCH",
+    "LOCK",
+    "UNLOCK",
+];
+
+fn method_name(method: &[u8]) -> Cow<'static, str> {
+    match METHODS.iter().find(|m| m.as_bytes() == method) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(String::from_utf8_lossy(method).into_owned()),
+    }
+}
+
 /// One request/response passing through the plugin.
 #[derive(Debug)]
 pub struct Exchange {
     started_at_ms: u64,
-    method: String,
+    // A static string for the usual methods: no allocation (see method_name).
+    method: Cow<'static, str>,
+    // Kept only when the request is logged (empty otherwise).
     uri: String,
     status: Option<u16>,
     response_bytes: u64,
@@ -66,8 +97,15 @@ pub struct Exchange {
     cache_status: CacheStatus,
     auth_error: Option<AuthError>,
     auth_latency_ms: Option<f64>,
-    route: Option<(String, Destination)>,
+    // After a miss: the API-version header, for routing once the auth
+    // service answered.
+    api_version: Option<Vec<u8>>,
+    // The matched route's index in the config's `routes`.
+    route: Option<usize>,
     upstream_path: Option<Vec<u8>>,
+    // The gateway answered with its own error after the verdict: no account
+    // response headers.
+    refused: bool,
     request_capture: Option<Capture>,
     response_capture: Option<Capture>,
 }
@@ -76,13 +114,14 @@ impl Exchange {
     /// Starts an exchange in the access phase; `now_ms` is the request start
     /// (epoch milliseconds, from nginx: the core reads no clock). A client
     /// may send any bytes in the URI (`/caf\xE9`): they are kept as text for
-    /// the log record, each invalid UTF-8 sequence as U+FFFD.
-    pub fn begin(method: &[u8], uri: &[u8], now_ms: u64) -> Self {
+    /// the log record, each invalid UTF-8 sequence as U+FFFD. `uri` is
+    /// `None` when the request is not logged (then nothing is copied).
+    pub fn begin(method: &[u8], uri: Option<&[u8]>, now_ms: u64) -> Self {
         stats::REQUESTS.incr();
         Exchange {
             started_at_ms: now_ms,
-            method: String::from_utf8_lossy(method).into_owned(),
-            uri: String::from_utf8_lossy(uri).into_owned(),
+            method: method_name(method),
+            uri: uri.map_or_else(String::new, |u| String::from_utf8_lossy(u).into_owned()),
             status: None,
             response_bytes: 0,
             pending: None,
@@ -90,8 +129,10 @@ impl Exchange {
             cache_status: CacheStatus::None,
             auth_error: None,
             auth_latency_ms: None,
+            api_version: None,
             route: None,
             upstream_path: None,
+            refused: false,
             request_capture: None,
             response_capture: None,
         }
@@ -102,7 +143,7 @@ impl Exchange {
         &self.method
     }
 
-    /// The request URI as the client sent it.
+    /// The request URI as the client sent it (empty when not logged).
     pub fn uri(&self) -> &str {
         &self.uri
     }
@@ -114,9 +155,36 @@ impl Exchange {
         self.upstream_path.as_deref()
     }
 
-    /// Records the routing decision.
-    pub fn set_route(&mut self, name: String, destination: Destination) {
-        self.route = Some((name, destination));
+    /// Keeps the API-version header of a request that waits for the auth
+    /// service (its header list is not read twice).
+    pub fn set_api_version(&mut self, value: Option<&[u8]>) {
+        self.api_version = value.map(<[u8]>::to_vec);
+    }
+
+    /// The API-version header kept by [`Exchange::set_api_version`].
+    pub fn api_version(&self) -> Option<&[u8]> {
+        self.api_version.as_deref()
+    }
+
+    /// Records the routing decision: the route's index in the config.
+    pub fn set_route(&mut self, index: usize) {
+        self.route = Some(index);
+    }
+
+    /// The matched route's index in the config's `routes`, if one matched.
+    pub fn route_index(&self) -> Option<usize> {
+        self.route
+    }
+
+    /// The gateway ends this allowed request with its own error (a route
+    /// it cannot apply): the response gets no account headers.
+    pub fn refuse(&mut self) {
+        self.refused = true;
+    }
+
+    /// Whether [`Exchange::refuse`] was called.
+    pub fn refused(&self) -> bool {
+        self.refused
     }
 
     /// Records the verdict that decides this request.
@@ -136,11 +204,18 @@ impl Exchange {
     }
 
     /// Remembers the credential to fetch after a cache miss.
-    pub fn set_pending(&mut self, key: CacheKey, creds: HeaderValues, forwarded: HeaderValues) {
+    /// The values are copied: only a miss pays for it.
+    pub fn set_pending(
+        &mut self,
+        key: CacheKey,
+        creds: &[Option<&[u8]>],
+        forwarded: &[Option<&[u8]>],
+    ) {
+        let owned = |vs: &[Option<&[u8]>]| vs.iter().map(|v| v.map(<[u8]>::to_vec)).collect();
         self.pending = Some(Pending {
             key,
-            creds,
-            forwarded,
+            creds: owned(creds),
+            forwarded: owned(forwarded),
         });
     }
 
@@ -251,11 +326,23 @@ impl Exchange {
         self.auth_latency_ms.unwrap_or(0.0)
     }
 
-    /// The matched route: name, `host:port` target, Kong upstream.
-    pub fn route_parts(&self) -> (Option<&str>, Option<String>, Option<&str>) {
-        match &self.route {
-            Some((name, Destination::Target(t))) => (Some(name), Some(t.to_string()), None),
-            Some((name, Destination::Upstream(u))) => (Some(name), None, Some(u)),
+    /// The matched route among the config's `routes`: name, `host:port`
+    /// target, Kong upstream.
+    pub fn route_parts<'a>(
+        &self,
+        routes: &'a [Route],
+    ) -> (Option<&'a str>, Option<String>, Option<&'a str>) {
+        match self.route.and_then(|i| routes.get(i)) {
+            Some(Route {
+                name,
+                destination: Destination::Target(t),
+                ..
+            }) => (Some(name), Some(t.to_string()), None),
+            Some(Route {
+                name,
+                destination: Destination::Upstream(u),
+                ..
+            }) => (Some(name), None, Some(u)),
             None => (None, None, None),
         }
     }
@@ -272,7 +359,7 @@ mod tests {
 
     #[test]
     fn phases_fill_the_exchange() {
-        let mut x = Exchange::begin(b"POST", b"/send?x=1", 1_000);
+        let mut x = Exchange::begin(b"POST", Some(b"/send?x=1"), 1_000);
         assert_eq!(x.status(), None);
         x.response(201);
         x.body_chunk(&[0; 10]);
@@ -281,12 +368,12 @@ mod tests {
         assert_eq!(x.status(), Some(201));
         assert_eq!(x.response_bytes, 15);
         assert_eq!(x.cache_status(), CacheStatus::None);
-        assert_eq!(x.route_parts(), (None, None, None));
+        assert_eq!(x.route_parts(&[]), (None, None, None));
     }
 
     #[test]
     fn response_capture_keeps_at_most_its_limit() {
-        let mut x = Exchange::begin(b"GET", b"/", 5);
+        let mut x = Exchange::begin(b"GET", Some(b"/"), 5);
         x.set_captures(None, Some(Capture::new(4)));
         x.body_chunk(b"hello");
         let c = x.response_capture().expect("capture");

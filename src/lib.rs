@@ -98,10 +98,9 @@ mod lua {
             methods.add_method(
                 "cache_key",
                 |_, this, values: Variadic<Option<LuaString>>| {
-                    let p = &this.0;
-                    let (creds, forwarded) =
-                        p.split_values(values.into_iter().map(bytes).collect());
-                    Ok(p.key_for(&creds, &forwarded).map(|k| k.hex()))
+                    let values: Vec<Option<Vec<u8>>> = values.into_iter().map(bytes).collect();
+                    let values: Vec<Option<&[u8]>> = values.iter().map(Option::as_deref).collect();
+                    Ok(this.0.key_of(&values).map(|k| k.hex()))
                 },
             );
             // plugin:purge_key(hex)
@@ -348,6 +347,7 @@ mod lua {
                             request_size: req_size.max(0.0) as u64,
                             response_size: resp_size.max(0.0) as u64,
                             proxy_ms,
+                            routes: &live.plugin.config.routes,
                         };
                         if let Err(e) = rec.record(&live.ex, &meta) {
                             stats::LOG_FAILED.incr();

@@ -15,11 +15,12 @@
 use crate::auth::{self, AuthError};
 use crate::cache::{Cache, CacheKey, Entry, KeyDeriver, Verdict};
 use crate::config::{AuthMethod, Config, Destination};
-use crate::exchange::{CacheStatus, Exchange, HeaderValues};
+use crate::exchange::{CacheStatus, Exchange};
 use crate::http1::{self, Response};
 use crate::recorder::Recorder;
 use crate::routing::{self, Router};
 use crate::stats;
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 /// Largest auth service response we read (head and body).
@@ -49,19 +50,24 @@ pub struct SharedWrite {
     pub ttl: f64,
 }
 
-/// A routing decision to apply: owned, so it can outlive the call.
+/// A routing decision to apply, borrowing the config (`'c`) and the
+/// request path (`'p`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteAction {
+pub struct RouteAction<'c, 'p> {
     /// The matched route's place in `config.routes`.
     pub index: usize,
     /// The matched route's name.
-    pub name: String,
+    pub name: &'c str,
     /// Where the request goes.
-    pub destination: Destination,
+    pub destination: &'c Destination,
     /// The upstream path when the route strips its prefix (bytes: the
-    /// request path need not be UTF-8).
-    pub path: Option<Vec<u8>>,
+    /// request path need not be UTF-8); a suffix of the request path
+    /// unless a `/` had to be put in front.
+    pub path: Option<Cow<'p, [u8]>>,
 }
+
+/// One header value, `None` when the request lacks the header.
+type Values<'a> = Option<&'a [u8]>;
 
 /// One compiled config and its caches.
 #[derive(Debug)]
@@ -109,15 +115,26 @@ impl Plugin {
         }
     }
 
-    /// Starts the exchange of a request entering access, with body captures
-    /// when the log records bodies.
+    /// Starts the exchange of a request entering access, with the URI and
+    /// body captures when the log records it (nothing copied otherwise).
     pub fn begin(&self, method: &[u8], uri: &[u8], start_ms: u64) -> Exchange {
-        let mut ex = Exchange::begin(method, uri, start_ms);
-        if let Some(r) = &self.recorder {
-            let (request, response) = r.captures();
-            ex.set_captures(request, response);
-        }
+        let Some(r) = &self.recorder else {
+            return Exchange::begin(method, None, start_ms);
+        };
+        let mut ex = Exchange::begin(method, Some(uri), start_ms);
+        let (request, response) = r.captures();
+        ex.set_captures(request, response);
         ex
+    }
+
+    /// The header names whose values [`Plugin::lookup`] takes, in its
+    /// order: the credential headers, then the forwarded ones (lowercase).
+    pub fn value_names(&self) -> impl Iterator<Item = &str> {
+        let auth = &self.config.auth;
+        auth.credential_headers
+            .iter()
+            .chain(&auth.forward_headers)
+            .map(|h| h.as_str())
     }
 
     /// The cache key for these credential and forwarded header values (in
@@ -132,18 +149,15 @@ impl Plugin {
         if creds.iter().all(|v| v.is_none_or(<[u8]>::is_empty)) {
             return None;
         }
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * (creds.len() + forwarded.len()));
-        parts.push(&self.scope);
-        for v in creds.iter().chain(forwarded) {
-            match v {
-                Some(v) => {
-                    parts.push(b"\x01");
-                    parts.push(v);
-                }
-                None => parts.push(b"\x00"),
-            }
-        }
-        Some(self.keys.derive(parts))
+        // scope, then per value: present (1) and the value, or absent (0)
+        let values = creds.iter().chain(forwarded).flat_map(|v| match v {
+            Some(v) => [Some(&b"\x01"[..]), Some(*v)],
+            None => [Some(&b"\x00"[..]), None],
+        });
+        Some(
+            self.keys
+                .derive(std::iter::once(&self.scope[..]).chain(values.flatten())),
+        )
     }
 
     fn with_cache<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> Option<T> {
@@ -186,32 +200,73 @@ impl Plugin {
             .flatten()
     }
 
-    /// Splits the values of the credential headers then the forwarded
-    /// headers, in config order, padding missing ones with `None`.
-    pub fn split_values(&self, mut values: HeaderValues) -> (HeaderValues, HeaderValues) {
-        let auth = &self.config.auth;
-        let ncred = auth.credential_headers.len();
-        values.resize(ncred + auth.forward_headers.len(), None);
-        let forwarded = values.split_off(ncred);
-        (values, forwarded)
-    }
-
-    /// [`Plugin::cache_key`] for owned header values.
-    pub fn key_for(&self, creds: &HeaderValues, forwarded: &HeaderValues) -> Option<CacheKey> {
-        let c: Vec<Option<&[u8]>> = creds.iter().map(Option::as_deref).collect();
-        let f: Vec<Option<&[u8]>> = forwarded.iter().map(Option::as_deref).collect();
-        self.cache_key(&c, &f)
-    }
-
-    /// First step: looks the credential up in L1.
-    pub fn lookup(
+    /// Reads a request's header list (lowercase names, as nginx lists them)
+    /// once: the values of [`Plugin::value_names`] (`None` where absent)
+    /// and the API-version header's first value when routes need it, then
+    /// hands them to `then`. `Err(i)`: header `i` of [`Plugin::value_names`]
+    /// appears more than once. Which of two credentials would the upstream
+    /// read? The request is refused instead (as Kong's key-auth does).
+    pub fn read_headers<'h, T>(
         &self,
-        ex: &mut Exchange,
-        creds: HeaderValues,
-        forwarded: HeaderValues,
-        now: f64,
-    ) -> Step {
-        let key = self.key_for(&creds, &forwarded);
+        headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+        then: impl FnOnce(&[Option<&'h [u8]>], Option<&'h [u8]>) -> T,
+    ) -> Result<T, usize> {
+        const INLINE: usize = 8;
+        let auth = &self.config.auth;
+        let count = auth.credential_headers.len() + auth.forward_headers.len();
+        let mut inline: [Option<&[u8]>; INLINE] = [None; INLINE];
+        let mut heap = Vec::new();
+        let found: &mut [Option<&[u8]>] = if count <= INLINE {
+            &mut inline[..count]
+        } else {
+            heap.resize(count, None);
+            &mut heap
+        };
+        let version_name =
+            (!self.router.is_empty()).then(|| self.config.api_version.header.as_str().as_bytes());
+        let mut version = None;
+        for (name, value) in headers {
+            for (i, wanted) in self.value_names().enumerate() {
+                if name == wanted.as_bytes() {
+                    if found[i].is_some() {
+                        return Err(i);
+                    }
+                    found[i] = Some(value);
+                }
+            }
+            if version.is_none() && version_name == Some(name) {
+                version = Some(value);
+            }
+        }
+        Ok(then(found, version))
+    }
+
+    /// Splits header values in [`Plugin::value_names`] order into the
+    /// credential and the forwarded ones. `values` must hold one per name.
+    fn split<'v, 'a>(&self, values: &'v [Values<'a>]) -> (&'v [Values<'a>], &'v [Values<'a>]) {
+        values.split_at(self.config.auth.credential_headers.len().min(values.len()))
+    }
+
+    /// [`Plugin::cache_key`] for values in [`Plugin::value_names`] order
+    /// (missing trailing ones are absent).
+    pub fn key_of(&self, values: &[Option<&[u8]>]) -> Option<CacheKey> {
+        let auth = &self.config.auth;
+        let n = auth.credential_headers.len() + auth.forward_headers.len();
+        if values.len() >= n {
+            let (creds, forwarded) = self.split(&values[..n]);
+            return self.cache_key(creds, forwarded);
+        }
+        let mut padded = values.to_vec();
+        padded.resize(n, None);
+        let (creds, forwarded) = self.split(&padded);
+        self.cache_key(creds, forwarded)
+    }
+
+    /// First step: looks the credential up in L1. `values`: one per
+    /// [`Plugin::value_names`] (`None`: the request lacks the header). A
+    /// hit copies nothing; a miss keeps the values for the auth call.
+    pub fn lookup(&self, ex: &mut Exchange, values: &[Option<&[u8]>], now: f64) -> Step {
+        let key = self.key_of(values);
         let Some(key) = key else {
             stats::NO_CREDENTIAL.incr();
             ex.set_cache_status(CacheStatus::None);
@@ -220,6 +275,9 @@ impl Plugin {
         if let Some(verdict) = self.fresh_l1(&key, now) {
             return Self::take_hit(ex, verdict, &stats::L1_HITS);
         }
+        let auth = &self.config.auth;
+        let n = (auth.credential_headers.len() + auth.forward_headers.len()).min(values.len());
+        let (creds, forwarded) = self.split(&values[..n]);
         ex.set_pending(key, creds, forwarded);
         Step::Miss
     }
@@ -352,36 +410,47 @@ impl Plugin {
     /// Routes an authenticated request: the first matching route for `path`
     /// (without query) and the API-version header value, or `None` (keep the
     /// default upstream). Records the decision on the exchange for the log.
-    pub fn route(
+    pub fn route<'p>(
         &self,
         ex: &mut Exchange,
-        path: &[u8],
+        path: &'p [u8],
         version_header: Option<&[u8]>,
-    ) -> Option<RouteAction> {
+    ) -> Option<RouteAction<'_, 'p>> {
         if self.router.is_empty() {
             return None;
         }
-        let account = ex.account()?.clone();
-        let action = self
-            .router
-            .decide(&routing::Request {
+        let (index, upstream_path) = {
+            let account = ex.account()?;
+            let decision = self.router.decide(&routing::Request {
                 method: ex.method(),
                 path,
                 api_version_header: version_header,
                 account: &account.object,
                 account_id: &account.id,
-            })
-            .map(|d| RouteAction {
-                index: d.index,
-                name: d.name.to_string(),
-                destination: d.destination.clone(),
-                path: d.path.map(|p| p.into_owned()),
+            })?;
+            // The decision borrows the account too: re-borrow a borrowed
+            // upstream path from `path` (it is a suffix of it, or "/").
+            let upstream_path = decision.path.map(|p| match p {
+                Cow::Borrowed(b"/") => Cow::Borrowed(&b"/"[..]),
+                Cow::Borrowed(b) => match path.len().checked_sub(b.len()) {
+                    Some(at) if std::ptr::eq(path[at..].as_ptr(), b.as_ptr()) => {
+                        Cow::Borrowed(&path[at..])
+                    }
+                    _ => Cow::Owned(b.to_vec()),
+                },
+                Cow::Owned(v) => Cow::Owned(v),
             });
-        if let Some(a) = &action {
-            stats::ROUTED.incr();
-            ex.set_route(a.name.clone(), a.destination.clone());
-        }
-        action
+            (decision.index, upstream_path)
+        };
+        let route = self.config.routes.get(index)?;
+        stats::ROUTED.incr();
+        ex.set_route(index);
+        Some(RouteAction {
+            index,
+            name: &route.name,
+            destination: &route.destination,
+            path: upstream_path,
+        })
     }
 
     /// Forgets one cache key in L1.
@@ -419,22 +488,35 @@ mod tests {
         }
     }
 
+    /// [`Plugin::lookup`] with owned credential and forwarded values.
+    fn lookup(
+        p: &Plugin,
+        ex: &mut Exchange,
+        creds: Vec<Option<Vec<u8>>>,
+        forwarded: Vec<Option<Vec<u8>>>,
+        now: f64,
+    ) -> Step {
+        let all: Vec<Option<Vec<u8>>> = creds.into_iter().chain(forwarded).collect();
+        let values: Vec<Option<&[u8]>> = all.iter().map(Option::as_deref).collect();
+        p.lookup(ex, &values, now)
+    }
+
     fn cred(v: &str) -> Vec<Option<Vec<u8>>> {
         vec![Some(v.as_bytes().to_vec())]
     }
 
     fn miss(p: &Plugin, token: &str, now: f64) -> Exchange {
-        let mut ex = Exchange::begin(b"GET", b"/", 0);
-        assert_eq!(p.lookup(&mut ex, cred(token), vec![None], now), Step::Miss);
+        let mut ex = Exchange::begin(b"GET", Some(b"/"), 0);
+        assert_eq!(lookup(p, &mut ex, cred(token), vec![None], now), Step::Miss);
         ex
     }
 
     #[test]
     fn no_credential_needs_no_auth_call() {
         let p = plugin();
-        let mut ex = Exchange::begin(b"GET", b"/", 0);
+        let mut ex = Exchange::begin(b"GET", Some(b"/"), 0);
         assert_eq!(
-            p.lookup(&mut ex, vec![None], vec![Some(b"t".to_vec())], 0.0),
+            lookup(&p, &mut ex, vec![None], vec![Some(b"t".to_vec())], 0.0),
             Step::NoCredential
         );
     }
@@ -442,9 +524,9 @@ mod tests {
     #[test]
     fn empty_credential_is_no_credential() {
         let p = plugin();
-        let mut ex = Exchange::begin(b"GET", b"/", 0);
+        let mut ex = Exchange::begin(b"GET", Some(b"/"), 0);
         assert_eq!(
-            p.lookup(&mut ex, vec![Some(Vec::new())], vec![None], 0.0),
+            lookup(&p, &mut ex, vec![Some(Vec::new())], vec![None], 0.0),
             Step::NoCredential
         );
     }
@@ -456,9 +538,9 @@ mod tests {
         let (step, write) = p.auth_response(&mut ex, Ok(&resp(200, r#"{"id": "a1"}"#)), 0.0);
         assert_eq!(step, Step::Allow);
         assert_eq!(write.expect("cacheable").ttl, 90.0);
-        let mut ex = Exchange::begin(b"GET", b"/", 0);
+        let mut ex = Exchange::begin(b"GET", Some(b"/"), 0);
         assert_eq!(
-            p.lookup(&mut ex, cred("Bearer a"), vec![None], 59.0),
+            lookup(&p, &mut ex, cred("Bearer a"), vec![None], 59.0),
             Step::Allow
         );
         assert_eq!(ex.account().map(|a| a.id.as_str()), Some("a1"));
@@ -470,8 +552,9 @@ mod tests {
         let p = plugin();
         let mut ex = miss(&p, "Bearer a", 0.0);
         p.auth_response(&mut ex, Ok(&resp(200, r#"{"id": "a1"}"#)), 0.0);
-        let mut ex = Exchange::begin(b"GET", b"/", 0);
-        let step = p.lookup(
+        let mut ex = Exchange::begin(b"GET", Some(b"/"), 0);
+        let step = lookup(
+            &p,
             &mut ex,
             cred("Bearer a"),
             vec![Some(b"tenant-2".to_vec())],
@@ -515,9 +598,9 @@ mod tests {
             p.auth_response(&mut ex, Ok(&resp(401, "")), 0.0).0,
             Step::Deny
         );
-        let mut ex = Exchange::begin(b"GET", b"/", 0);
+        let mut ex = Exchange::begin(b"GET", Some(b"/"), 0);
         assert_eq!(
-            p.lookup(&mut ex, cred("Bearer bad"), vec![None], 9.9),
+            lookup(&p, &mut ex, cred("Bearer bad"), vec![None], 9.9),
             Step::Deny
         );
         assert_eq!(ex.cache_status(), CacheStatus::Negative);
@@ -536,9 +619,9 @@ mod tests {
             b.load_shared(&mut ex, write.value.as_bytes(), 1.0),
             Step::Allow
         );
-        let mut ex = Exchange::begin(b"GET", b"/", 0);
+        let mut ex = Exchange::begin(b"GET", Some(b"/"), 0);
         assert_eq!(
-            b.lookup(&mut ex, cred("Bearer a"), vec![None], 2.0),
+            lookup(&b, &mut ex, cred("Bearer a"), vec![None], 2.0),
             Step::Allow
         );
     }
@@ -546,8 +629,8 @@ mod tests {
     #[test]
     fn auth_request_forwards_present_headers_only() {
         let p = plugin();
-        let mut ex = Exchange::begin(b"GET", b"/", 0);
-        p.lookup(&mut ex, cred("Bearer a"), vec![None], 0.0);
+        let mut ex = Exchange::begin(b"GET", Some(b"/"), 0);
+        lookup(&p, &mut ex, cred("Bearer a"), vec![None], 0.0);
         let req = String::from_utf8(p.auth_request(&ex).expect("encodes")).expect("utf8");
         assert!(req.starts_with("GET /auth HTTP/1.1\r\n"), "{req}");
         assert!(req.contains("\r\nauthorization: Bearer a\r\n"), "{req}");
@@ -575,8 +658,11 @@ mod tests {
         assert_eq!(a.name, "email");
         assert_eq!(a.path.as_deref(), Some(&b"/now"[..]));
         let a = p.route(&mut ex, b"/other", None).expect("pro matches");
-        assert_eq!(a.destination, Destination::Upstream("pro-backend".into()));
-        assert_eq!(ex.route_parts(), (Some("pro"), None, Some("pro-backend")));
+        assert_eq!(a.destination, &Destination::Upstream("pro-backend".into()));
+        assert_eq!(
+            ex.route_parts(&p.config.routes),
+            (Some("pro"), None, Some("pro-backend"))
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! and form bodies, also when a body was cut at `max_body_bytes`.
 
 use crate::body::{self, Capture};
-use crate::config::{HttpUrl, Log, Sink};
+use crate::config::{HttpUrl, Log, Route, Sink};
 use crate::exchange::Exchange;
 use crate::http1;
 use crate::logrec::{self, BodyView, Record, Side};
@@ -40,6 +40,8 @@ pub struct LogMeta<'a> {
     pub response_size: u64,
     /// Time waiting on the upstream, milliseconds, if proxied.
     pub proxy_ms: Option<f64>,
+    /// The config's routes (the exchange names the matched one by index).
+    pub routes: &'a [Route],
 }
 
 /// The log pipeline of one compiled config, per worker.
@@ -149,7 +151,7 @@ impl Recorder {
         });
         let req_headers = self.redact_header_list(&meta.request_headers);
         let resp_headers = self.redact_header_list(&meta.response_headers);
-        let (route_name, route_target, route_upstream) = ex.route_parts();
+        let (route_name, route_target, route_upstream) = ex.route_parts(meta.routes);
         let auth_ms = ex.auth_latency_ms();
         let started = ex.started_at_ms();
         let rec = Record {
@@ -308,7 +310,7 @@ mod tests {
     }
 
     fn exchange(r: &Recorder, req: &[u8], resp: &[u8]) -> Exchange {
-        let mut ex = Exchange::begin(b"POST", b"/send", 1000);
+        let mut ex = Exchange::begin(b"POST", Some(b"/send"), 1000);
         let (q, s) = r.captures();
         ex.set_captures(q, s);
         ex.request_body(req, req.len() as u64);

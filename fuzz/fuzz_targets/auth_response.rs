@@ -155,16 +155,16 @@ fuzz_target!(|data: &[u8]| {
 
     // The same answer through the plugin's steps.
     let p = Plugin::new(c.clone(), auth_router_fuzz::SECRET);
-    let cred = || vec![Some(b"Bearer fuzz".to_vec())];
+    let cred = || [Some(&b"Bearer fuzz"[..])];
     let mut ex = p.begin(b"GET", b"/", 0);
-    assert_eq!(p.lookup(&mut ex, cred(), vec![], now), Step::Miss);
+    assert_eq!(p.lookup(&mut ex, &cred(), now), Step::Miss);
     let (step, write) = p.auth_response(&mut ex, Ok(&resp), now);
     match &answer {
         Ok(ans) => {
             assert_eq!(step, step_of(&ans.verdict));
             assert_eq!(write.is_some(), ans.ttl > 0.0);
             let mut again = p.begin(b"GET", b"/", 0);
-            let cached = p.lookup(&mut again, cred(), vec![], now);
+            let cached = p.lookup(&mut again, &cred(), now);
             assert_eq!(cached == step, ans.ttl > 0.0, "L1 after a fill");
         }
         Err(_) => {
@@ -177,7 +177,7 @@ fuzz_target!(|data: &[u8]| {
         // Another worker reads the shared dict.
         let other = Plugin::new(c.clone(), auth_router_fuzz::SECRET);
         let mut ex2 = other.begin(b"GET", b"/", 0);
-        assert_eq!(other.lookup(&mut ex2, cred(), vec![], now), Step::Miss);
+        assert_eq!(other.lookup(&mut ex2, &cred(), now), Step::Miss);
         assert_eq!(other.load_shared(&mut ex2, w.value.as_bytes(), now), step);
         assert_eq!(ex.account().map(|a| &a.id), ex2.account().map(|a| &a.id));
         assert_eq!(

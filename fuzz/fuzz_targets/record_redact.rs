@@ -252,7 +252,7 @@ fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
         None
     };
 
-    let mut ex = Exchange::begin(method.as_bytes(), uri.as_bytes(), 1_000);
+    let mut ex = Exchange::begin(method.as_bytes(), Some(uri.as_bytes()), 1_000);
     let (q, s) = rec.captures();
     ex.set_captures(q, s);
     // nginx hands over the whole body, or its first bytes and the full size.
@@ -277,6 +277,7 @@ fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
         request_size: u.arbitrary()?,
         response_size: u.arbitrary()?,
         proxy_ms: u.arbitrary()?,
+        routes: &[],
     };
     if let Err(e) = rec.record(&ex, &meta) {
         panic!("record failed: {e}");

@@ -70,11 +70,9 @@ fn check_usable(c: &Config) {
     // The auth request of a credential that is not cached yet.
     let mut ex = p.begin(b"POST", b"/send?x=1", 1_000);
     let n = auth.credential_headers.len() + auth.forward_headers.len();
-    let values = (0..n)
-        .map(|i| Some(format!("Bearer t{i}").into_bytes()))
-        .collect();
-    let (creds, fwd) = p.split_values(values);
-    assert_eq!(p.lookup(&mut ex, creds, fwd, 0.0), Step::Miss);
+    let values: Vec<Vec<u8>> = (0..n).map(|i| format!("Bearer t{i}").into_bytes()).collect();
+    let values: Vec<Option<&[u8]>> = values.iter().map(|v| Some(&v[..])).collect();
+    assert_eq!(p.lookup(&mut ex, &values, 0.0), Step::Miss);
     let wire = match p.auth_request(&ex) {
         Ok(w) => w,
         Err(e) => panic!("a compiled config cannot encode its auth request: {e}"),

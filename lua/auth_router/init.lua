@@ -68,12 +68,14 @@ local plans = setmetatable({}, { __mode = "k" })
 -- without yielding in between).
 local C          = native.C
 local str_out    = native.str_out
-local handle_out = ffi.new("double[1]")
+local access_out = ffi.new("ar_access_out")
 local ffi_string = ffi.string
 local NO_ROUTE   = native.NO_ROUTE
 local UPSTREAM, RESPONSE = 0, 1
--- ar_access's step codes and ar_identity's cache status codes.
-local STEPS = { [0] = "none", [1] = "allow", [2] = "deny", [3] = "miss", [4] = "failed" }
+-- ar_access's step codes (the mlua exchange's wait steps name them), and
+-- ar_identity's cache status codes.
+local NONE, ALLOW, DENY, MISS, FAILED, REPEATED = 0, 1, 2, 3, 4, 5
+local STEP_CODES = { none = NONE, allow = ALLOW, deny = DENY, miss = MISS, failed = FAILED }
 local CACHE_STATUS = { [0] = "none", [1] = "hit", [2] = "miss", [3] = "stale", [4] = "negative" }
 -- Per-worker single flight when there is no shared dict.
 local inflight = {}
@@ -178,7 +180,7 @@ local function make_plan(plugin)
     plan.route_header = c.route_header
   end
   if #c.routes > 0 then
-    plan.version_var = header_var(c.api_version.header)
+    plan.routed = true
   end
   -- What a route decision names, by the index ar_route answers (0-based):
   -- built once, so applying a route creates no table per request.
@@ -191,11 +193,8 @@ local function make_plan(plugin)
     end
     plan.routes[i - 1] = { name = r.name, host = host, port = port }
   end
-  -- The C call's input: credential then forwarded header values, refilled
-  -- on every request (never across a yield).
   -- A cdata pointer: LuaJIT cannot compile a lightuserdata argument.
   plan.ptr = ffi.cast("const void *", plugin:ffi_ptr())
-  plan.values = ffi.new("ar_str[?]", math.max(#plan.names, 1))
   if c.hide_credentials then
     plan.hide = auth.credential_headers
   end
@@ -514,6 +513,43 @@ local function set_response_header(name, value)
 end
 
 
+-- The request's header list, as nginx holds it: names lowercase, values
+-- pointing into the request's memory, repeated headers repeated. Read with
+-- the lua module's own C functions (the ones ngx.req.get_headers uses,
+-- declared by resty.core.request) into a per-worker buffer, so that no Lua
+-- table or string is made per request; ar_access reads the values it needs
+-- and sees a repeated credential header, which $http_* hides (nginx 1.22
+-- gives the first line, later versions join some with commas). Valid until
+-- the next call of this worker: used at once, never across a yield.
+local header_buf, header_cap, header_truncated = nil, 0, nil
+local C_ngx, get_request = ffi.C, nil
+
+local function request_headers()
+  if not header_truncated then
+    -- resty.core needs nginx: loaded on first use, so that this module
+    -- loads anywhere (schema validation, unit specs).
+    get_request = require("resty.core.base").get_request
+    require "resty.core.request" -- declares the two functions below
+    header_truncated = ffi.new("int[1]")
+  end
+  local r = get_request()
+  -- 0: no limit, so a repeat after 100 other headers is still seen
+  -- (nginx's header buffers bound the list).
+  local n = C_ngx.ngx_http_lua_ffi_req_get_headers_count(r, 0, header_truncated)
+  if n < 0 then
+    error("cannot read the request headers (" .. n .. ")", 0)
+  end
+  if n > header_cap then
+    header_cap = math.max(64, 2 ^ math.ceil(math.log(n) / math.log(2)))
+    header_buf = ffi.new("ngx_http_lua_ffi_table_elt_t[?]", header_cap)
+  end
+  if n > 0 and C_ngx.ngx_http_lua_ffi_req_get_headers(r, header_buf, n, 0) ~= 0 then
+    error("cannot read the request headers", 0)
+  end
+  return header_buf, n
+end
+
+
 -- Shows the request body to the native capture: from memory, or at most
 -- max_body_bytes read back from the temp file nginx spilled it to.
 -- Only authenticated requests get here: an anonymous client cannot make the
@@ -540,8 +576,11 @@ local function capture_request_body(log_plan, exchange)
 end
 
 
-local function authenticate(plugin, ctx)
-  local plan = plan_for(plugin)
+-- access, first part (never yields): strips spoofable headers, applies
+-- recorded purges, and hands the request to ar_access. Returns the handle,
+-- the step and what ar_access answered besides (copied out at once:
+-- access_out is reused by the next request).
+local function begin(plugin, plan)
   local req = ngx.req
   for i = 1, #plan.strip do
     req.clear_header(plan.strip[i])
@@ -549,149 +588,145 @@ local function authenticate(plugin, ctx)
   if plan.dict then
     apply_purges(plugin, plan, plan.dict)
   end
-
-  -- Header values come from the header list, not $http_*: nginx 1.22 gives
-  -- a repeated header's first line there, later versions join some with
-  -- commas, so neither shows that a header was repeated. A repeated
-  -- credential (or forwarded) header is ambiguous: which one did the
-  -- upstream read? Refuse it, as Kong's key-auth does. 0: no limit, so a
-  -- repeat after 100 other headers is still seen (nginx's buffers bound it).
-  local headers = req.get_headers(0)
-  local names = plan.names
-  local n = #names
-  local values = plan.values
-  for i = 1, n do
-    local value = headers[names[i]]
-    if type(value) == "table" then
-      if i <= plan.ncred then
-        return 401, { message = DUPLICATE_CREDENTIAL_MESSAGE }
-      end
-      return 400, { message = DUPLICATE_HEADER_MESSAGE .. names[i] }
-    end
-    -- `value` stays referenced by `headers` for the C call, which only
-    -- reads it; the pointers are cleared right after.
-    values[i - 1].ptr = value
-    values[i - 1].len = value and #value or 0
-  end
+  local headers, n = request_headers()
   local var = ngx.var
-  local method, uri = req.get_method(), var.request_uri
-  local rc = C.ar_access(plan.ptr, method, #method, uri, #uri,
-                         floor(req.start_time() * 1000), ngx.now(), values, n, handle_out)
-  for i = 0, n - 1 do
-    values[i].ptr = nil -- no pointer to a credential outlives the call
-  end
+  local method = req.get_method()
+  -- the request URI goes to the log record only; $uri to the router only
+  local uri = plan.log and var.request_uri or nil
+  local path = plan.routed and var.uri or nil
+  local rc = C.ar_access(plan.ptr, method, #method, uri, uri and #uri or 0, path, path and #path or 0,
+                         floor(req.start_time() * 1000), ngx.now(), headers, n, access_out)
   if rc < 0 then
     error(native.last_error(rc), 0)
   end
-  local handle = handle_out[0]
-  ctx.exchange = handle
-  ctx.plugin = plugin
+  local out = access_out
+  local route_path = out.path.ptr ~= nil and ffi_string(out.path.ptr, out.path.len) or nil
+  return out.handle, rc, out.upstream, out.route, route_path, out.repeated, path
+end
 
-  local step = STEPS[rc]
-  if step == "miss" then
-    step = fetch(plan, native.exchange(handle))
+
+-- access, second part: the auth call on a miss (yields), then the
+-- verdict applied. Returns status, body, headers to end the request, or
+-- nil, route, path to let it through.
+local function decide(plan, handle, step, upstream, route_index, route_path, repeated, path)
+  if step == MISS then
+    step = STEP_CODES[fetch(plan, native.exchange(handle))]
+    if step == ALLOW then
+      upstream = C.ar_header_count(handle, UPSTREAM)
+      if plan.routed then
+        route_index = C.ar_route(handle, path, #path, str_out)
+        if route_index >= 0 and str_out[0].ptr ~= nil then
+          route_path = ffi_string(str_out[0].ptr, str_out[0].len)
+        elseif route_index < 0 and route_index ~= NO_ROUTE then
+          error(native.last_error(route_index), 0)
+        end
+      end
+    end
   end
 
-  if step == "allow" then
+  if step == ALLOW then
+    local req = ngx.req
     if plan.log and plan.log.request_body then
       capture_request_body(plan.log, native.exchange(handle))
     end
-    set_headers(handle, UPSTREAM, C.ar_header_count(handle, UPSTREAM), req.set_header)
+    set_headers(handle, UPSTREAM, upstream, req.set_header)
     for i = 1, #plan.hide do
       req.clear_header(plan.hide[i])
     end
-    if plan.version_var then
-      local version = var[plan.version_var]
-      local path = var.uri
-      local index = C.ar_route(handle, path, #path, version, version and #version or 0, str_out)
-      if index >= 0 then
-        -- The adapter applies it: Kong's service API or nginx's target.
-        local route = plan.routes[index]
-        ctx.route = route
-        ctx.route_path = str_out[0].ptr ~= nil and ffi_string(str_out[0].ptr, str_out[0].len) or nil
-        if plan.route_header then
-          req.set_header(plan.route_header, route.name)
-        end
-      elseif index ~= NO_ROUTE then
-        error(native.last_error(index), 0)
-      end
+    local route = route_index >= 0 and plan.routes[route_index] or nil
+    if route and plan.route_header then
+      req.set_header(plan.route_header, route.name)
     end
-    return nil
+    return nil, route, route_path
   end
-  if step == "none" then
+  if step == NONE then
     return 401, { message = NO_CREDENTIAL_MESSAGE }
   end
-  if step == "deny" then
+  if step == REPEATED then
+    if repeated < plan.ncred then
+      return 401, { message = DUPLICATE_CREDENTIAL_MESSAGE }
+    end
+    return 400, { message = DUPLICATE_HEADER_MESSAGE .. tostring(plan.names[repeated + 1]) }
+  end
+  if step == DENY then
     local status, www_authenticate = native.exchange(handle):denial()
     return status, { message = DENY_MESSAGES[status] },
            www_authenticate and { ["WWW-Authenticate"] = www_authenticate } or nil
   end
-  if step == "failed" then
+  if step == FAILED then
     return plan.failure_status, { message = UNAVAILABLE_MESSAGE }
   end
   error("unexpected access step: " .. tostring(step))
 end
 
 
---- access phase.
--- @param plugin the compiled plugin
--- @param ctx    a per-request table private to this plugin
--- @return nil to let the request through (the account is then in
---         ctx.exchange), or status, body, headers to end it
-function _M.access(plugin, ctx)
-  local ok, status, body, headers = pcall(authenticate, plugin, ctx)
+--- access(plugin) -> handle, status, body, headers
+-- Authenticates (and routes) the request. `handle` names the request's
+-- native state until log(); keep it for the other phases (nil only when
+-- none could be made). To end the request: `status`, a JSON `body` and
+-- extra response `headers`. To let it through: `status` is nil and the
+-- third and fourth values are the route decision: the matched route (a
+-- table shared by every request of the route: read it, never change it;
+-- `port` is nil when `host` names a Kong upstream), or nil; and the
+-- upstream path when the route strips its prefix, or nil.
+-- Context: access.
+function _M.access(plugin)
+  local ok, plan = pcall(plan_for, plugin)
+  local handle, step, upstream, route_index, route_path, repeated, path
+  if ok then
+    ok, handle, step, upstream, route_index, route_path, repeated, path = pcall(begin, plugin, plan)
+  end
+  if not ok then
+    internal_error("access", handle or plan)
+    return nil, INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE }
+  end
+  local status, a, b
+  ok, status, a, b = pcall(decide, plan, handle, step, upstream, route_index, route_path, repeated, path)
   if not ok then
     internal_error("access", status)
-    return INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE }
+    -- the slot stays with the request and is freed by log()
+    return handle, INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE }
   end
-  return status, body, headers
+  return handle, status, a, b
 end
 
 
-
-
---- refuse(ctx): the adapter ends an authenticated request with its own error
--- (a route that cannot be applied, a path that cannot be rewritten): that
--- answer is the gateway's, so it gets no account response headers.
+--- refuse(handle): the adapter ends an authenticated request with its own
+-- error (a route that cannot be applied, a path that cannot be rewritten):
+-- that answer is the gateway's, so it gets no account response headers.
 -- Context: access, after access() let the request through.
-function _M.refuse(ctx)
-  ctx.refused = true
-end
-
-
-local function respond(handle, refused)
-  local count = C.ar_response(handle, ngx.status)
-  if not refused then
-    set_headers(handle, RESPONSE, count, set_response_header)
-  elseif count < 0 then
-    error(native.last_error(count), 0)
+function _M.refuse(handle)
+  if handle then
+    C.ar_refuse(handle)
   end
 end
 
 
---- header_filter phase: records the status, adds the account's response
+--- header_filter(handle): records the status, adds the account's response
 -- headers. Never fails the response.
-function _M.header_filter(ctx)
-  local handle = ctx.exchange
+function _M.header_filter(handle)
   if not handle then
     return
   end
-  local ok, err = pcall(respond, handle, ctx.refused)
+  local count = C.ar_response(handle, ngx.status)
+  if count == 0 then
+    return
+  end
+  local ok, err = pcall(set_headers, handle, RESPONSE, count, set_response_header)
   if not ok then
     internal_error("header_filter", err)
   end
 end
 
 
---- body_filter phase: shows each chunk to the native side when the response
--- body is logged (no native call otherwise); the chunk itself passes through
--- untouched.
-function _M.body_filter(ctx)
-  local handle = ctx.exchange
+--- body_filter(plugin, handle): shows each chunk to the native side when
+-- the response body is logged (no native call otherwise); the chunk itself
+-- passes through untouched.
+function _M.body_filter(plugin, handle)
   if not handle then
     return
   end
-  local plan = plans[ctx.plugin]
+  local plan = plans[plugin]
   if not (plan and plan.log and plan.log.response_body) then
     return
   end
@@ -714,14 +749,12 @@ local function finish_logged(handle, plan)
 end
 
 
---- log phase: closes the exchange and frees its slot.
-function _M.log(ctx)
-  local handle = ctx.exchange
+--- log(plugin, handle): closes the exchange (its log record, when the
+-- plugin logs) and frees its slot. The handle is dead afterwards.
+function _M.log(plugin, handle)
   if not handle then
     return
   end
-  ctx.exchange = nil
-  local plugin = ctx.plugin
   local plan = plugin and plans[plugin]
   if plan and plan.log then
     local ok, err = pcall(finish_logged, handle, plan)
@@ -804,21 +837,10 @@ function _M.purge(plugin, values)
 end
 
 
---- route(ctx) -> nil | { name, host, port }, path
--- After access() let the request through: the matched route, if any (a
--- table shared by every request of this route: read it, never change it).
--- `port` is nil when `host` names a Kong upstream; `path` is the upstream
--- path when the route strips its prefix. Context: after access.
-function _M.route(ctx)
-  return ctx.route, ctx.route_path
-end
-
-
---- identity(ctx) -> account_id, cache_status
+--- identity(handle) -> account_id, cache_status
 -- After access() let the request through: who it is and how the cache
 -- answered ("hit", "miss", "stale"). Context: after access.
-function _M.identity(ctx)
-  local handle = ctx.exchange
+function _M.identity(handle)
   if not handle then
     return nil, "none"
   end
@@ -831,11 +853,10 @@ function _M.identity(ctx)
 end
 
 
---- consumer_value(ctx) -> string | nil
+--- consumer_value(handle) -> string | nil
 -- After access() let the request through, with `consumer.by` set: the
 -- account's value at `consumer.pointer` (a string, or a number as text).
-function _M.consumer_value(ctx)
-  local handle = ctx.exchange
+function _M.consumer_value(handle)
   return handle and native.exchange(handle):consumer_value()
 end
 

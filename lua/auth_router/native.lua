@@ -15,16 +15,24 @@ end
 
 ffi.cdef [[
 typedef struct { const char *ptr; size_t len; } ar_str;
+typedef struct {
+  double  handle;    /* the request's slot */
+  int32_t upstream;  /* allow: account headers for the upstream (ar_header list 0) */
+  int32_t repeated;  /* step 5: index of the repeated credential/forwarded header */
+  int32_t route;     /* allow from the cache: matched route index, or -1 */
+  ar_str  path;      /* the route's upstream path (strip_prefix), or NULL */
+} ar_access_out;
 
 int ar_last_error(ar_str *out);
 int ar_access(const void *plugin, const char *method, size_t method_len,
-              const char *uri, size_t uri_len, double start_ms, double now,
-              const ar_str *values, uint32_t n, double *handle);
+              const char *uri, size_t uri_len, const char *path, size_t path_len,
+              double start_ms, double now, const void *headers, uint32_t n,
+              ar_access_out *out);
 int ar_header_count(double handle, uint32_t which);
 int ar_header(double handle, uint32_t which, uint32_t i, ar_str *out);
-int ar_route(double handle, const char *path, size_t path_len,
-             const char *version, size_t version_len, ar_str *path_out);
+int ar_route(double handle, const char *path, size_t path_len, ar_str *path_out);
 int ar_response(double handle, int status);
+int ar_refuse(double handle);
 int ar_body_chunk(double handle, const char *chunk, size_t len);
 int ar_identity(double handle, ar_str *id);
 int ar_finish(double handle);

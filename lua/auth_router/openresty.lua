@@ -24,7 +24,10 @@ local ffi      = require "ffi"
 local get_request = require("resty.core.base").get_request
 
 local BAD_PATH_MESSAGE = "Invalid request path"
-local CTX_KEY          = "auth_router"
+-- ngx.ctx fields (no table of our own per request): the request's native
+-- handle, and the matched route for the balancer.
+local HANDLE_KEY       = "auth_router"
+local ROUTE_KEY        = "auth_router_route"
 local TARGET_VAR       = "auth_router_target"
 
 local _M = {
@@ -54,16 +57,6 @@ local function read_file(path)
   local text = f:read("*a")
   f:close()
   return text
-end
-
-
-local function request_ctx()
-  local ctx = ngx.ctx[CTX_KEY]
-  if not ctx then
-    ctx = {}
-    ngx.ctx[CTX_KEY] = ctx
-  end
-  return ctx
 end
 
 
@@ -130,7 +123,6 @@ function _M.access()
     ngx.log(ngx.ERR, "[auth-router] access() called before init()")
     return respond(500, { message = "An unexpected error occurred" })
   end
-  local ctx = request_ctx()
   -- An internal redirect (error_page, ngx.exec, try_files) drops ngx.ctx but
   -- keeps the nginx request: the request's native slot is also filed under
   -- it, so the final location's log() finds it, and a redirect that comes
@@ -140,15 +132,18 @@ function _M.access()
   if previous then
     core.release(previous)
   end
-  local status, body, headers = core.access(plugin, ctx)
-  slot_of[r] = ctx.exchange
+  local handle, status, a, b = core.access(plugin)
+  local ctx = ngx.ctx
+  ctx[HANDLE_KEY] = handle
+  slot_of[r] = handle
   if status then
-    return respond(status, body, headers)
+    return respond(status, a, b)
   end
-  local route, path = core.route(ctx)
+  local route, path = a, b
   if route then
+    ctx[ROUTE_KEY] = route
     -- The variable form (proxy_pass http://$auth_router_target) reads this;
-    -- the balancer form reads ctx.route and may not declare the variable.
+    -- the balancer form reads the route and may not declare the variable.
     pcall(set_target_var, host_port(route.host, route.port))
     if path then
       -- set_uri refuses control bytes that a client can send %-encoded
@@ -156,7 +151,7 @@ function _M.access()
       local ok, err = pcall(ngx.req.set_uri, path)
       if not ok then
         ngx.log(ngx.INFO, "[auth-router] cannot rewrite path for route '", route.name, "': ", err)
-        core.refuse(ctx)
+        core.refuse(handle)
         return respond(400, { message = BAD_PATH_MESSAGE })
       end
     end
@@ -168,7 +163,7 @@ end
 -- target, else to $auth_router_target. Targets must be IP addresses here
 -- (no DNS in the balancer phase).
 function _M.balancer()
-  local route = core.route(request_ctx())
+  local route = ngx.ctx[ROUTE_KEY]
   local host, port
   if route then
     host, port = route.host, route.port
@@ -191,26 +186,23 @@ end
 
 --- Context: header_filter_by_lua*.
 function _M.header_filter()
-  core.header_filter(request_ctx())
+  core.header_filter(ngx.ctx[HANDLE_KEY])
 end
 
 
 --- Context: body_filter_by_lua*.
 function _M.body_filter()
-  core.body_filter(request_ctx())
+  core.body_filter(plugin, ngx.ctx[HANDLE_KEY])
 end
 
 
 --- Context: log_by_lua*.
 function _M.log()
-  local ctx = request_ctx()
   local r = request_id()
-  if not ctx.exchange and slot_of[r] then
-    -- an internal redirect dropped ngx.ctx (see access)
-    ctx.exchange, ctx.plugin = slot_of[r], plugin
-  end
+  -- nil after an internal redirect dropped ngx.ctx (see access)
+  local handle = ngx.ctx[HANDLE_KEY] or slot_of[r]
   slot_of[r] = nil
-  core.log(ctx)
+  core.log(plugin, handle)
 end
 
 

@@ -26,15 +26,19 @@ local GC_LOCATION = [[
                 local text = assert(cjson.encode(conf))
                 local ffi = require "ffi"
                 local C = require("auth_router.native").C
-                local h = ffi.new("double[1]")
-                local vals = ffi.new("ar_str[1]")
-                vals[0].ptr, vals[0].len = "Bearer gc", 9
+                require "resty.core.request"
+                local out = ffi.new("ar_access_out")
+                local hdrs = ffi.new("ngx_http_lua_ffi_table_elt_t[1]")
+                hdrs[0].key.data, hdrs[0].key.len = "authorization", 13
+                hdrs[0].value.data, hdrs[0].value.len = "Bearer gc", 9
+                local h = {}
                 local survivor
                 for i = 1, n do
                   local plugin = assert(core.compile(i % 2 == 0 and conf or text))
                   local uri = "/gc/" .. i
-                  assert(C.ar_access(plugin:ffi_ptr(), "GET", 3, uri, #uri, ngx.now() * 1000,
-                                     ngx.now(), vals, 1, h) >= 0)
+                  assert(C.ar_access(plugin:ffi_ptr(), "GET", 3, uri, #uri, uri, #uri,
+                                     ngx.now() * 1000, ngx.now(), hdrs, 1, out) >= 0)
+                  h[0] = out.handle
                   assert(C.ar_response(h[0], 200) >= 0)
                   assert(C.ar_body_chunk(h[0], "chunk", 5) == 0)
                   if i == n then

@@ -118,14 +118,28 @@ describe("auth_router_native", function()
     local ffi = require "ffi"
     local C = require("auth_router.native").C
     local last_error = require("auth_router.native").last_error
-    local handle = ffi.new("double[1]")
-    local values = ffi.new("ar_str[1]")
+    -- nginx's header list entry (ngx_http_lua_ffi_table_elt_t, declared by
+    -- resty.core, which needs nginx): the same layout under another name.
+    ffi.cdef [[
+      typedef struct { int len; const unsigned char *data; } spec_ngx_str;
+      typedef struct { spec_ngx_str key; spec_ngx_str value; } spec_header;
+    ]]
+    local headers = ffi.new("spec_header[8]")
+    local out = ffi.new("ar_access_out")
+
+    -- ar_access on a request with these header (lowercase name, value) pairs.
+    local function access_with(plugin, list)
+      for i, h in ipairs(list) do
+        headers[i - 1].key.data, headers[i - 1].key.len = h[1], #h[1]
+        headers[i - 1].value.data, headers[i - 1].value.len = h[2], #h[2]
+      end
+      local rc = C.ar_access(plugin:ffi_ptr(), "GET", 3, "/send", 5, "/send", 5, 1000, 1.0,
+                             headers, #list, out)
+      return rc, out.handle
+    end
 
     local function access(plugin, token)
-      values[0].ptr, values[0].len = token, token and #token or 0
-      local rc = C.ar_access(plugin:ffi_ptr(), "GET", 3, "/send", 5, 1000, 1.0, values, 1, handle)
-      values[0].ptr = nil
-      return rc, handle[0]
+      return access_with(plugin, token and { { "accept", "*/*" }, { "authorization", token } } or {})
     end
 
     it("counts a request through all four phases and frees its slot", function()
@@ -166,8 +180,17 @@ describe("auth_router_native", function()
       end
     end)
 
+    it("answers 'repeated' for a credential header sent twice, naming it", function()
+      local plugin = assert(native.compile(minimal(), SECRET))
+      local rc, h = access_with(plugin, { { "authorization", "Bearer a" }, { "x-other", "1" },
+                                          { "authorization", "Bearer b" } })
+      assert.equal(5, rc)
+      assert.equal(0, out.repeated) -- the first credential header
+      assert.equal(0, C.ar_finish(h))
+    end)
+
     it("refuses a NULL plugin with an error code", function()
-      local rc = C.ar_access(nil, "GET", 3, "/", 1, 0, 0, values, 1, handle)
+      local rc = C.ar_access(nil, "GET", 3, "/", 1, "/", 1, 0, 0, headers, 1, out)
       assert.equal(-4, rc)
       assert.matches("NULL argument", last_error(rc), 1, true)
     end)

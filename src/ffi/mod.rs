@@ -22,8 +22,9 @@ use crate::exchange::CacheStatus;
 use crate::plugin::{Plugin, Step};
 use crate::{fault, stats};
 use slots::SlotError;
+use std::borrow::Cow;
 use std::cell::RefCell;
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
@@ -140,16 +141,75 @@ fn step_code(step: Step) -> i32 {
     }
 }
 
-/// access: begins the request's exchange in a new slot and looks its
-/// credential up in this worker's cache. `plugin` is the pointer that the
-/// mlua binding's `plugin:ffi_ptr()` gave (the compiled config; Lua keeps it
-/// alive). `values`: `n` credential then forwarded header values, in config
-/// order (NULL: absent). Writes the new handle to `*handle`; returns the step
-/// (0 none, 1 allow, 2 deny, 3 miss, 4 failed) or an error code.
+/// [`ar_access`]'s step when a credential or forwarded header is repeated.
+pub const STEP_REPEATED: i32 = 5;
+
+/// A string as nginx's lua module hands it out (`ngx_http_lua_ffi_str_t`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct NgxStr {
+    /// Length in bytes.
+    pub len: c_int,
+    /// First byte.
+    pub data: *const u8,
+}
+
+impl NgxStr {
+    /// # Safety
+    /// `data` must point to `len` bytes readable for the call (or len <= 0).
+    unsafe fn bytes<'a>(self) -> &'a [u8] {
+        match usize::try_from(self.len) {
+            Ok(len) if len > 0 && !self.data.is_null() => {
+                std::slice::from_raw_parts(self.data, len)
+            }
+            _ => &[],
+        }
+    }
+}
+
+/// One request header as `ngx_http_lua_ffi_req_get_headers` lists it
+/// (`ngx_http_lua_ffi_table_elt_t`): with `raw = 0` the name is nginx's
+/// lowercase copy. Both point into the request's memory.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct NgxHeader {
+    /// Lowercase name.
+    pub key: NgxStr,
+    /// Value.
+    pub value: NgxStr,
+}
+
+/// What [`ar_access`] answers besides its step (`ar_access_out`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ArAccess {
+    /// The request's slot.
+    pub handle: f64,
+    /// Allow: how many account headers go upstream ([`ar_header`], list 0).
+    pub upstream: i32,
+    /// [`STEP_REPEATED`]: which header, as an index into the credential
+    /// then forwarded header names of the config.
+    pub repeated: i32,
+    /// Allow from the cache: the matched route's index, or -1.
+    pub route: i32,
+    /// With a route that strips its prefix: the upstream path. Points into
+    /// `path` or into the slot; copy it before `path` goes away.
+    pub path: ArStr,
+}
+
+/// access: begins the request's exchange in a new slot, reads the
+/// credential (and forwarded, and API-version) header values from nginx's
+/// header list, and looks the credential up in this worker's cache. On a
+/// hit it also takes the routing decision for `path` (nginx's `$uri`).
+/// `plugin` is the pointer that the mlua binding's `plugin:ffi_ptr()` gave
+/// (the compiled config; Lua keeps it alive). `headers`: `n` entries
+/// from `ngx_http_lua_ffi_req_get_headers(r, headers, n, 0)`. Fills `*out`;
+/// returns the step (0 none, 1 allow, 2 deny, 3 miss, 4 failed, 5 repeated
+/// header) or an error code. Nothing is allocated on a hit without logging.
 ///
 /// # Safety
 /// `plugin` must come from `ffi_ptr()` of a plugin Lua still references;
-/// `values` must point to `n` [`ArStr`]; strings must be readable.
+/// `headers` must point to `n` [`NgxHeader`]; strings must be readable.
 #[no_mangle]
 pub unsafe extern "C" fn ar_access(
     plugin: *const c_void,
@@ -157,16 +217,26 @@ pub unsafe extern "C" fn ar_access(
     method_len: usize,
     uri: *const u8,
     uri_len: usize,
+    path: *const u8,
+    path_len: usize,
     start_ms: f64,
     now: f64,
-    values: *const ArStr,
+    headers: *const NgxHeader,
     n: u32,
-    handle: *mut f64,
+    out: *mut ArAccess,
 ) -> i32 {
     guard(|| {
-        if plugin.is_null() || handle.is_null() || (values.is_null() && n > 0) {
+        if plugin.is_null() || out.is_null() || (headers.is_null() && n > 0) {
             return fail(ERR_ARG, "ar_access: NULL argument");
         }
+        let out = &mut *out;
+        *out = ArAccess {
+            handle: -1.0,
+            upstream: 0,
+            repeated: -1,
+            route: -1,
+            path: ArStr::NULL,
+        };
         let plugin = {
             let ptr = plugin as *const Plugin;
             // A new strong reference for the slot; Lua's stays with Lua.
@@ -175,24 +245,47 @@ pub unsafe extern "C" fn ar_access(
         };
         let method = input(method, method_len).unwrap_or_default();
         let uri = input(uri, uri_len).unwrap_or_default();
+        let path = input(path, path_len).unwrap_or_default();
         let mut ex = plugin.begin(method, uri, start_ms.max(0.0) as u64);
         fault::maybe_panic_in_access();
-        let values: &[ArStr] = if n == 0 {
+        let headers: &[NgxHeader] = if n == 0 {
             &[]
         } else {
-            std::slice::from_raw_parts(values, n as usize)
+            std::slice::from_raw_parts(headers, n as usize)
         };
-        let (creds, forwarded) = plugin.split_values(
-            values
-                .iter()
-                .map(|v| v.bytes().map(<[u8]>::to_vec))
-                .collect(),
-        );
-        let step = plugin.lookup(&mut ex, creds, forwarded, now);
+        let pairs = headers.iter().map(|h| (h.key.bytes(), h.value.bytes()));
+        let code = match plugin.read_headers(pairs, |values, version| {
+            let step = plugin.lookup(&mut ex, values, now);
+            if step == Step::Miss {
+                ex.set_api_version(version);
+            } else if step == Step::Allow {
+                if let Some(a) = ex.account() {
+                    out.upstream = a.upstream_headers.len() as i32;
+                    stats::HEADER_VALUES_DROPPED.add(u64::from(a.dropped_headers));
+                }
+                if let Some(action) = plugin.route(&mut ex, path, version) {
+                    out.route = action.index as i32;
+                    out.path = match action.path {
+                        Some(Cow::Borrowed(p)) => ArStr::of(p),
+                        Some(Cow::Owned(p)) => {
+                            ex.set_upstream_path(Some(p)).map_or(ArStr::NULL, ArStr::of)
+                        }
+                        None => ArStr::NULL,
+                    };
+                }
+            }
+            step_code(step)
+        }) {
+            Ok(code) => code,
+            Err(index) => {
+                out.repeated = index as i32;
+                STEP_REPEATED
+            }
+        };
         match slots::with(|s| s.insert(plugin, ex, now)) {
             Ok(h) => {
-                *handle = h;
-                step_code(step)
+                out.handle = h;
+                code
             }
             Err(e) => slot_error(e),
         }
@@ -257,10 +350,12 @@ pub unsafe extern "C" fn ar_header(handle: f64, which: u32, i: u32, out: *mut Ar
     })
 }
 
-/// The routing decision for an allowed request: `path` is nginx's `$uri`,
-/// `version` the API-version header (NULL: absent). Returns the matched
-/// route's index (0-based, config order) or -5 when none matched; writes
-/// the stripped upstream path to `*path_out` (NULL when the route keeps it).
+/// The routing decision for a request allowed after a cache miss (a hit
+/// is routed by [`ar_access`]): `path` is nginx's `$uri`; the API-version
+/// header is the one [`ar_access`] read. Returns the matched route's index
+/// (0-based, config order) or -5 when none matched; writes the stripped
+/// upstream path to `*path_out` (NULL when the route keeps it), pointing
+/// into `path` or into the slot.
 ///
 /// # Safety
 /// `path_out` must point to a writable [`ArStr`].
@@ -269,8 +364,6 @@ pub unsafe extern "C" fn ar_route(
     handle: f64,
     path: *const u8,
     path_len: usize,
-    version: *const u8,
-    version_len: usize,
     path_out: *mut ArStr,
 ) -> i32 {
     guard(|| {
@@ -283,14 +376,18 @@ pub unsafe extern "C" fn ar_route(
                 Err(e) => return slot_error(e),
             };
             let path = input(path, path_len).unwrap_or_default();
-            let version = input(version, version_len);
-            let Some(action) = live.plugin.route(&mut live.ex, path, version) else {
+            let version = live.ex.api_version().map(<[u8]>::to_vec);
+            let Some(action) = live.plugin.route(&mut live.ex, path, version.as_deref()) else {
                 *path_out = ArStr::NULL;
                 return NO_ROUTE;
             };
             let index = action.index as i32;
-            *path_out = match live.ex.set_upstream_path(action.path) {
-                Some(p) => ArStr::of(p),
+            *path_out = match action.path {
+                Some(Cow::Borrowed(p)) => ArStr::of(p),
+                Some(Cow::Owned(p)) => live
+                    .ex
+                    .set_upstream_path(Some(p))
+                    .map_or(ArStr::NULL, ArStr::of),
                 None => ArStr::NULL,
             };
             index
@@ -302,16 +399,35 @@ pub unsafe extern "C" fn ar_route(
 pub const NO_ROUTE: i32 = -5;
 
 /// header_filter: records the response status; returns the number of
-/// response headers to add (read them with [`ar_header`], list 1).
+/// response headers to add (read them with [`ar_header`], list 1): none
+/// when the request was not allowed or [`ar_refuse`] was called.
 #[no_mangle]
 pub extern "C" fn ar_response(handle: f64, status: i32) -> i32 {
     guard(|| {
         slots::with(|s| match s.get(handle) {
             Ok(live) => {
                 live.ex.response(status.clamp(0, 999) as u16);
+                if live.ex.refused() {
+                    return 0;
+                }
                 live.ex
                     .account()
                     .map_or(0, |a| a.response_headers.len() as i32)
+            }
+            Err(e) => slot_error(e),
+        })
+    })
+}
+
+/// The adapter ends an allowed request with the gateway's own error (a
+/// route it cannot apply): its response gets no account headers.
+#[no_mangle]
+pub extern "C" fn ar_refuse(handle: f64) -> i32 {
+    guard(|| {
+        slots::with(|s| match s.get(handle) {
+            Ok(live) => {
+                live.ex.refuse();
+                0
             }
             Err(e) => slot_error(e),
         })

@@ -174,7 +174,7 @@ mod tests {
     }
 
     fn ex() -> Exchange {
-        Exchange::begin(b"GET", b"/", 0)
+        Exchange::begin(b"GET", Some(b"/"), 0)
     }
 
     #[test]

@@ -1,8 +1,11 @@
 -- Kong adapter for auth-router: thin, in the style of Kong's key-auth handler.
 -- Each phase method hands the request to the host-agnostic core
--- (lua/auth_router) with kong.ctx.plugin as the per-request table, and only
--- turns the core's answer into a Kong action. kong.* is used in this
--- directory and nowhere else.
+-- (lua/auth_router) and only turns the core's answer into a Kong action.
+-- kong.* is used in this directory and nowhere else.
+--
+-- Per request, the core's state is one number (the native slot handle) in
+-- ngx.ctx; the only table this handler makes is kong.ctx.shared.auth_router,
+-- which is also the credential handed to kong.client.authenticate.
 
 -- luacheck: globals kong, no unused args
 
@@ -25,6 +28,8 @@ local ROUTE_ERROR_STATUS     = 503
 local ROUTE_ERROR_MESSAGE    = "No upstream available for this route"
 local BAD_PATH_MESSAGE       = "Invalid request path"
 local NO_CONSUMER_MESSAGE    = "Forbidden"
+-- ngx.ctx field holding the request's native handle (a number).
+local HANDLE_KEY             = "auth_router_handle"
 
 
 local AuthRouterHandler = {
@@ -59,7 +64,7 @@ end
 -- silent fallback to the configured service. kong.service.set_target returns
 -- nothing and raises on bad input (kong/pdk/service.lua); set_upstream
 -- returns true or nil, err.
-local function apply_route(route, path)
+local function apply_route(handle, route, path)
   local ok, err
   if route.port then
     ok, err = pcall(kong.service.set_target, route.host, route.port)
@@ -75,7 +80,7 @@ local function apply_route(route, path)
   end
   if not ok then
     kong.log.err("route '", route.name, "' cannot be applied: ", err)
-    core.refuse(kong.ctx.plugin)
+    core.refuse(handle)
     return kong.response.exit(ROUTE_ERROR_STATUS, { message = ROUTE_ERROR_MESSAGE })
   end
   set_balancer_host_type(route.host)
@@ -84,7 +89,7 @@ local function apply_route(route, path)
     ok, err = pcall(kong.service.request.set_path, path)
     if not ok then
       kong.log.info("route '", route.name, "' cannot rewrite the path: ", err)
-      core.refuse(kong.ctx.plugin)
+      core.refuse(handle)
       return kong.response.exit(400, { message = BAD_PATH_MESSAGE })
     end
   end
@@ -165,56 +170,59 @@ function AuthRouterHandler:access(conf)
     return kong.response.exit(INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE })
   end
 
-  local ctx = kong.ctx.plugin
-  local status, body, headers = core.access(plugin, ctx)
+  local handle, status, a, b = core.access(plugin)
+  ngx.ctx[HANDLE_KEY] = handle
   if status then
-    return kong.response.exit(status, body, headers)
+    return kong.response.exit(status, a, b)
   end
+  local route, path = a, b
 
   -- Authenticated: tell Kong who it is, so rate-limiting (limit_by =
   -- credential) and loggers see the identity, and later plugins can read
-  -- the account id and cache status.
-  local account_id, cache_status = core.identity(ctx)
-  local mapping = conf.consumer
-  if mapping and mapping.by ~= null and mapping.by ~= nil then
-    local consumer, cerr = consumer_for(conf, core.consumer_value(ctx))
-    if cerr then
-      kong.log.err(cerr)
-      core.refuse(ctx)
-      return kong.response.exit(INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE })
-    end
-    if not consumer then
-      core.refuse(ctx)
-      return kong.response.exit(403, { message = NO_CONSUMER_MESSAGE })
-    end
-    kong.client.authenticate(consumer, { id = account_id })
-  else
-    kong.client.authenticate(nil, { id = account_id })
-  end
-  local route, path = core.route(ctx)
-  kong.ctx.shared.auth_router = {
+  -- the account id and cache status. The table is both: Kong reads the
+  -- credential's `id` (and nothing else we set).
+  local account_id, cache_status = core.identity(handle)
+  local shared = {
+    id         = account_id,
     account_id = account_id,
     cache      = cache_status,
     route      = route and route.name,
   }
+  kong.ctx.shared.auth_router = shared
+  local mapping = conf.consumer
+  if mapping and mapping.by ~= null and mapping.by ~= nil then
+    local consumer, cerr = consumer_for(conf, core.consumer_value(handle))
+    if cerr then
+      kong.log.err(cerr)
+      core.refuse(handle)
+      return kong.response.exit(INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE })
+    end
+    if not consumer then
+      core.refuse(handle)
+      return kong.response.exit(403, { message = NO_CONSUMER_MESSAGE })
+    end
+    kong.client.authenticate(consumer, shared)
+  else
+    kong.client.authenticate(nil, shared)
+  end
   if route then
-    return apply_route(route, path)
+    return apply_route(handle, route, path)
   end
 end
 
 
 function AuthRouterHandler:header_filter(_)
-  core.header_filter(kong.ctx.plugin)
+  core.header_filter(ngx.ctx[HANDLE_KEY])
 end
 
 
-function AuthRouterHandler:body_filter(_)
-  core.body_filter(kong.ctx.plugin)
+function AuthRouterHandler:body_filter(conf)
+  core.body_filter(plugin_for(conf), ngx.ctx[HANDLE_KEY])
 end
 
 
-function AuthRouterHandler:log(_)
-  core.log(kong.ctx.plugin)
+function AuthRouterHandler:log(conf)
+  core.log(plugin_for(conf), ngx.ctx[HANDLE_KEY])
 end
 
 
