@@ -45,22 +45,32 @@ pub enum AuthError {
     Rejected,
 }
 
-/// An authenticated account and its precomputed header values.
+/// A header value rendered for an account: the index of its rule in the
+/// config's `upstream_headers` / `response_headers` (the name lives there,
+/// once), and the value.
+pub type HeaderValue = (u16, Box<str>);
+
+/// An authenticated account, as compact as the config allows: an L1 entry
+/// keeps only what a request reads (the id, the rendered header values, the
+/// fields routes look at, the consumer value), never the whole object the
+/// auth service sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
     /// The account id.
-    pub id: String,
-    /// The account object (routing reads it with JSON pointers).
+    pub id: Box<str>,
+    /// The account's fields that routes read (`account_match` pointers,
+    /// `flags_pointer`, `api_version.account_pointer` when routes use
+    /// them), at their places; `Null` when routes read none.
     pub object: Value,
-    /// `(name, value)` for `upstream_headers`, bad values already dropped.
-    pub upstream_headers: Vec<(String, String)>,
-    /// `(name, value)` for `response_headers`, bad values already dropped.
-    pub response_headers: Vec<(String, String)>,
+    /// Values for `upstream_headers`, bad values already dropped.
+    pub upstream_headers: Box<[HeaderValue]>,
+    /// Values for `response_headers`, bad values already dropped.
+    pub response_headers: Box<[HeaderValue]>,
     /// How many header values were dropped (CR/LF/NUL, too long, not scalar).
     pub dropped_headers: u32,
     /// The value matched against a Kong consumer (`consumer.pointer`), when
     /// consumer mapping is on and the account holds a string or number there.
-    pub consumer: Option<String>,
+    pub consumer: Option<Box<str>>,
 }
 
 /// A 401/403 verdict.
@@ -82,11 +92,13 @@ pub struct Answer {
 }
 
 impl Account {
-    /// Builds the account `object` with id `id`, rendering the configured headers.
-    pub fn new(id: String, object: Value, config: &Config) -> Self {
+    /// The account with id `id` from the auth service's `object`: renders
+    /// the configured headers and the consumer value, and keeps only the
+    /// fields routes read.
+    pub fn new(id: String, object: &Value, config: &Config) -> Self {
         let mut dropped = 0;
-        let upstream_headers = render_headers(&config.upstream_headers, &object, &mut dropped);
-        let response_headers = render_headers(&config.response_headers, &object, &mut dropped);
+        let upstream_headers = render_headers(&config.upstream_headers, object, &mut dropped);
+        let response_headers = render_headers(&config.response_headers, object, &mut dropped);
         let consumer =
             config
                 .consumer
@@ -96,23 +108,83 @@ impl Account {
                     _ => None,
                 });
         Account {
-            id,
-            object,
+            id: id.into(),
+            object: prune(object, &routed_pointers(config)),
             upstream_headers,
             response_headers,
             dropped_headers: dropped,
-            consumer,
+            consumer: consumer.map(String::into_boxed_str),
         }
     }
 }
 
-fn render_headers(
-    rules: &[HeaderRule],
-    account: &Value,
-    dropped: &mut u32,
-) -> Vec<(String, String)> {
+/// The account pointers routing reads under `config`: `account_match`
+/// pointers, `flags_pointer` when a route has `flags`, and
+/// `api_version.account_pointer` when a route has `api_versions`.
+pub fn routed_pointers(config: &Config) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for r in &config.routes {
+        out.extend(r.account_match.iter().map(|(p, _)| p.as_str()));
+    }
+    if config.routes.iter().any(|r| !r.flags.is_empty()) {
+        out.push(config.flags_pointer.as_str());
+    }
+    if config.routes.iter().any(|r| !r.api_versions.is_empty()) {
+        out.push(config.api_version.account_pointer.as_str());
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// A copy of `object` with only the values at `pointers`, at the same
+/// places (objects keep those members, arrays keep their length with `null`
+/// elsewhere), so that each pointer resolves as it did: `Null` for none.
+pub fn prune(object: &Value, pointers: &[&str]) -> Value {
+    let mut out = Value::Null;
+    for p in pointers {
+        if let Some(found) = object.pointer(p) {
+            place(&mut out, object, p, found);
+        }
+    }
+    out
+}
+
+fn place(out: &mut Value, mut from: &Value, pointer: &str, found: &Value) {
+    if pointer.is_empty() {
+        *out = found.clone();
+        return;
+    }
+    let mut at = out;
+    for token in pointer[1..].split('/') {
+        let key = token.replace("~1", "/").replace("~0", "~");
+        match from {
+            Value::Object(m) => {
+                if !at.is_object() {
+                    *at = Value::Object(serde_json::Map::new());
+                }
+                from = &m[&key];
+                let Value::Object(dst) = at else { return };
+                at = dst.entry(key).or_insert(Value::Null);
+            }
+            Value::Array(a) => {
+                let Ok(i) = key.parse::<usize>() else { return };
+                if !at.is_array() {
+                    *at = Value::Array(vec![Value::Null; a.len()]);
+                }
+                from = &a[i];
+                let Value::Array(dst) = at else { return };
+                at = &mut dst[i];
+            }
+            _ => return,
+        }
+    }
+    *at = found.clone();
+}
+
+fn render_headers(rules: &[HeaderRule], account: &Value, dropped: &mut u32) -> Box<[HeaderValue]> {
     let mut out = Vec::with_capacity(rules.len());
-    for rule in rules {
+    for (i, rule) in rules.iter().enumerate() {
         let value = match &rule.source {
             HeaderSource::Value(v) => Some(v.clone()),
             HeaderSource::Pointer(p) => match account.pointer(p.as_str()) {
@@ -126,11 +198,11 @@ fn render_headers(
                 },
             },
         };
-        if let Some(v) = value {
-            out.push((rule.name.as_str().to_string(), v));
+        if let (Some(v), Ok(i)) = (value, u16::try_from(i)) {
+            out.push((i, v.into_boxed_str()));
         }
     }
-    out
+    out.into_boxed_slice()
 }
 
 /// A string, number or boolean as text; objects and arrays are not header values.
@@ -200,7 +272,7 @@ pub fn interpret(config: &Config, resp: &Response, now: f64) -> Result<Answer, A
             {
                 ttl = ttl.min(exp - now).max(0.0);
             }
-            let account = Account::new(id, object.clone(), config);
+            let account = Account::new(id, object, config);
             Ok(Answer {
                 verdict: Verdict::Allow(Arc::new(account)),
                 ttl,
@@ -226,23 +298,49 @@ pub fn interpret(config: &Config, resp: &Response, now: f64) -> Result<Answer, A
 
 /// Encodes `entry` for the shared dict (compact JSON; versioned).
 pub fn encode_entry(entry: &Entry) -> String {
+    let headers =
+        |list: &[HeaderValue]| -> Vec<Value> { list.iter().map(|(i, v)| json!([i, v])).collect() };
     match &entry.verdict {
-        Verdict::Allow(a) => json!({"v": 1, "e": entry.expires_at, "s": entry.stale_until,
-                                    "id": a.id, "a": a.object}),
-        Verdict::Deny(d) => json!({"v": 1, "e": entry.expires_at, "s": entry.stale_until,
+        Verdict::Allow(a) => json!({"v": 2, "e": entry.expires_at, "s": entry.stale_until,
+                                    "id": a.id, "a": a.object, "u": headers(&a.upstream_headers),
+                                    "r": headers(&a.response_headers), "x": a.dropped_headers,
+                                    "c": a.consumer}),
+        Verdict::Deny(d) => json!({"v": 2, "e": entry.expires_at, "s": entry.stale_until,
                                    "d": d.status, "w": d.www_authenticate}),
     }
     .to_string()
 }
 
+/// Header values from an L2 entry: each rule index must name one of
+/// `rules`, in order, each value must be safe.
+fn decode_headers(v: Option<&Value>, rules: &[HeaderRule]) -> Option<Box<[HeaderValue]>> {
+    let mut out = Vec::new();
+    let mut next = 0;
+    for h in v?.as_array()? {
+        let [i, value] = h.as_array()?.as_slice() else {
+            return None;
+        };
+        let i = u16::try_from(i.as_u64()?).ok()?;
+        let value = value.as_str().filter(|v| is_safe_header_value(v))?;
+        if usize::from(i) >= rules.len() || i < next {
+            return None;
+        }
+        next = i + 1;
+        out.push((i, value.into()));
+    }
+    Some(out.into_boxed_slice())
+}
+
 /// Decodes a shared-dict entry written by [`encode_entry`]; `None` if it is
 /// not one (another version, corruption): the caller treats that as a miss.
-/// An entry [`interpret`] could not have produced (an empty account id, an
-/// account that is not an object, a `WWW-Authenticate` with CR, LF or NUL)
-/// is not one either.
+/// An entry [`interpret`] could not have produced (an empty account id, a
+/// header rule the config does not have, a header value or a
+/// `WWW-Authenticate` with CR, LF or NUL) is not one either. The cache key
+/// covers the header rules and routed pointers (see `plugin::scope`), so
+/// an entry is only ever read under the config that wrote it.
 pub fn decode_entry(text: &[u8], config: &Config) -> Option<Entry> {
     let v: Value = serde_json::from_slice(text).ok()?;
-    if v.get("v")?.as_u64()? != 1 {
+    if v.get("v")?.as_u64()? != 2 {
         return None;
     }
     let expires_at = v.get("e")?.as_f64()?;
@@ -261,13 +359,19 @@ pub fn decode_entry(text: &[u8], config: &Config) -> Option<Entry> {
             www_authenticate,
         }))
     } else {
-        let id = v
-            .get("id")?
-            .as_str()
-            .filter(|id| !id.is_empty())?
-            .to_string();
-        let object = v.get("a").filter(|a| a.is_object())?.clone();
-        Verdict::Allow(Arc::new(Account::new(id, object, config)))
+        let id = v.get("id")?.as_str().filter(|id| !id.is_empty())?;
+        let consumer = match v.get("c") {
+            None | Some(Value::Null) => None,
+            Some(c) => Some(c.as_str()?.into()),
+        };
+        Verdict::Allow(Arc::new(Account {
+            id: id.into(),
+            object: v.get("a")?.clone(),
+            upstream_headers: decode_headers(v.get("u"), &config.upstream_headers)?,
+            response_headers: decode_headers(v.get("r"), &config.response_headers)?,
+            dropped_headers: u32::try_from(v.get("x")?.as_u64()?).ok()?,
+            consumer,
+        }))
     };
     Some(Entry {
         verdict,
@@ -319,7 +423,7 @@ mod tests {
             0.0,
         )
         .expect("ok");
-        assert_eq!(allow(&a).id, "acc_1");
+        assert_eq!(&*allow(&a).id, "acc_1");
         assert_eq!(a.ttl, 60.0);
     }
 
@@ -397,7 +501,7 @@ mod tests {
             r#"{"data": {"account": {"id": "n1"}}, "exp": 100}"#,
         );
         let a = interpret(&c, &r, 40.0).expect("ok");
-        assert_eq!(allow(&a).id, "n1");
+        assert_eq!(&*allow(&a).id, "n1");
         assert_eq!(a.ttl, 60.0); // exp is read from the whole body
     }
 
@@ -420,15 +524,66 @@ mod tests {
         );
         let a = interpret(&c, &r, 0.0).expect("ok");
         let acc = allow(&a);
+        // by rule index: x-account-id (0) and x-gateway (4)
         assert_eq!(
-            acc.upstream_headers,
-            vec![
-                ("x-account-id".to_string(), "a1".to_string()),
-                ("x-gateway".to_string(), "auth-router".to_string())
-            ]
+            &acc.upstream_headers[..],
+            &[(0, "a1".into()), (4, "auth-router".into())]
         );
         assert!(acc.response_headers.is_empty());
         assert_eq!(acc.dropped_headers, 3);
+    }
+
+    #[test]
+    fn an_account_keeps_only_the_fields_routes_read() {
+        let object = json!({"id": "a1", "name": "Ann", "plan": "pro", "flags": ["beta"],
+                            "org": {"region": "eu", "size": 9}, "regions": ["eu", "us", "ap"],
+                            "a/b": 1, "m~n": 2});
+        // header-only config: nothing kept
+        let c = config(json!({"upstream_headers": [{"name": "x-plan", "pointer": "/plan"}]}));
+        let a = Account::new("a1".into(), &object, &c);
+        assert_eq!(a.object, Value::Null);
+        assert_eq!(&a.upstream_headers[..], &[(0, "pro".into())]);
+        // routes reading fields: each pointer resolves as in the full object
+        let pointers = [
+            "/org/region",
+            "/regions/1",
+            "/a~1b",
+            "/m~0n",
+            "/flags",
+            "/missing",
+        ];
+        let pruned = prune(&object, &pointers);
+        for p in pointers {
+            assert_eq!(pruned.pointer(p), object.pointer(p), "{p}");
+        }
+        assert_eq!(pruned.pointer("/name"), None);
+        assert_eq!(pruned.pointer("/org/size"), None);
+        assert_eq!(pruned.pointer("/regions/2"), Some(&Value::Null));
+        let c = config(json!({"routes": [
+            {"name": "eu", "account_match": {"/org/region": ["eu"]}, "target": "a:1"},
+            {"name": "beta", "flags": ["beta"], "target": "b:1"}]}));
+        let a = Account::new("a1".into(), &object, &c);
+        assert_eq!(
+            a.object,
+            json!({"org": {"region": "eu"}, "flags": ["beta"]})
+        );
+    }
+
+    #[test]
+    fn shared_dict_entries_with_foreign_header_rules_are_misses() {
+        let c = config(json!({"upstream_headers": [{"name": "x-account-id", "pointer": "/id"}]}));
+        let r = response(200, &[], r#"{"id": "a1"}"#);
+        let e = Entry::new(interpret(&c, &r, 0.0).expect("ok").verdict, 0.0, 60.0, 0.0);
+        let text = encode_entry(&e);
+        let none = config(json!({}));
+        assert_eq!(
+            decode_entry(text.as_bytes(), &none),
+            None,
+            "rule 0 does not exist"
+        );
+        let bad = text.replace("\"a1\"]", "\"a1\\r\\nx: y\"]");
+        assert_ne!(bad, text);
+        assert_eq!(decode_entry(bad.as_bytes(), &c), None, "unsafe value");
     }
 
     #[test]
@@ -484,8 +639,8 @@ mod tests {
         let r = response(200, &[], r#"{"id": "a", "score": 1040.2440000000001}"#);
         let a = interpret(&c, &r, 0.0).expect("ok");
         assert_eq!(
-            allow(&a).upstream_headers,
-            vec![("x-score".to_string(), "1040.2440000000001".to_string())]
+            &allow(&a).upstream_headers[..],
+            &[(0, "1040.2440000000001".into())]
         );
         let e = Entry::new(a.verdict, 0.1, 0.2, 0.0);
         assert_eq!(decode_entry(encode_entry(&e).as_bytes(), &c), Some(e));

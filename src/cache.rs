@@ -285,8 +285,8 @@ mod tests {
         Verdict::Allow(Arc::new(Account {
             id: id.into(),
             object: serde_json::json!({ "id": id }),
-            upstream_headers: vec![],
-            response_headers: vec![],
+            upstream_headers: Box::new([]),
+            response_headers: Box::new([]),
             dropped_headers: 0,
             consumer: None,
         }))

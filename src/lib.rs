@@ -299,7 +299,10 @@ mod lua {
             // consumer (consumer.pointer) | nil
             methods.add_method("consumer_value", |_, this, ()| {
                 with_live(this.0, |live| {
-                    Ok(live.ex.account().and_then(|a| a.consumer.clone()))
+                    Ok(live
+                        .ex
+                        .account()
+                        .and_then(|a| a.consumer.as_deref().map(str::to_owned)))
                 })
             });
             // x:request_body(data, size): the captured request body and its full size

@@ -82,9 +82,13 @@ pub struct Plugin {
     cache: RefCell<Cache>,
 }
 
-/// Everything that changes the auth service's answer apart from the request's
-/// own header values, so two configs sharing a dict never mix answers.
+/// Everything that changes the auth service's answer, or what an entry
+/// keeps of it, apart from the request's own header values: two configs
+/// sharing a dict never read each other's entries unless they would have
+/// written the same ones (an L2 entry holds rendered header values by rule
+/// index and only the account fields routes read).
 fn scope(config: &Config) -> Vec<u8> {
+    use std::fmt::Write;
     let a = &config.auth;
     let mut s = format!(
         "{:?}|{}|{}|{}|{}",
@@ -97,6 +101,20 @@ fn scope(config: &Config) -> Vec<u8> {
     for h in a.credential_headers.iter().chain(&a.forward_headers) {
         s.push('|');
         s.push_str(h.as_str());
+    }
+    for (list, rules) in [
+        ("u", &config.upstream_headers),
+        ("r", &config.response_headers),
+    ] {
+        for rule in rules {
+            let _ = write!(s, "|{list}:{}={:?}", rule.name.as_str(), rule.source);
+        }
+    }
+    for p in auth::routed_pointers(config) {
+        let _ = write!(s, "|a:{p}");
+    }
+    if let Some(c) = &config.consumer {
+        let _ = write!(s, "|c:{}", c.pointer.as_str());
     }
     s.into_bytes()
 }
@@ -543,7 +561,7 @@ mod tests {
             lookup(&p, &mut ex, cred("Bearer a"), vec![None], 59.0),
             Step::Allow
         );
-        assert_eq!(ex.account().map(|a| a.id.as_str()), Some("a1"));
+        assert_eq!(ex.account().map(|a| &*a.id), Some("a1"));
         miss(&p, "Bearer a", 60.0);
     }
 

@@ -171,7 +171,7 @@ impl Recorder {
                 size: meta.response_size,
                 body: view(&resp_body),
             },
-            account_id: ex.account().map(|a| a.id.as_str()),
+            account_id: ex.account().map(|a| &*a.id),
             cache: ex.cache_status().as_str(),
             auth_latency_ms: auth_ms,
             route_name,

@@ -151,11 +151,13 @@ fn hit(plugin: &Rc<Plugin>, headers: &[NgxHeader]) -> i32 {
         assert_eq!(rc, 1, "an L1 hit");
         assert_eq!(out.upstream, 2);
         for i in 0..out.upstream as u32 {
-            assert_eq!(ar_header(out.handle, 0, i, pair.as_mut_ptr()), 0);
+            assert_eq!(ar_header(out.handle, 0, i, pair.as_mut_ptr()), i as i32);
+            // rule index
         }
         let n = ar_response(out.handle, 200);
         assert_eq!(n, 1);
         assert_eq!(ar_header(out.handle, 1, 0, pair.as_mut_ptr()), 0);
+        assert_eq!(std::slice::from_raw_parts(pair[0].ptr, pair[0].len), b"pro");
         assert_eq!(ar_finish(out.handle), 0);
     }
     out.route

@@ -71,7 +71,7 @@ pub fn filled(n: usize, now: f64) -> (Cache, Vec<CacheKey>) {
         let k = key(&keys, i);
         let (id, object) = account(i);
         let entry = Entry::new(
-            Verdict::Allow(Arc::new(Account::new(id, object, &config))),
+            Verdict::Allow(Arc::new(Account::new(id, &object, &config))),
             now,
             3600.0,
             30.0,

@@ -103,7 +103,7 @@ fn check_usable(c: &Config) {
 
     // Route an authenticated request.
     let account = json!({"id": "acc_1", "plan": "pro", "flags": ["beta"], "api_version": "v2"});
-    let account = Account::new("acc_1".into(), account, c);
+    let account = Account::new("acc_1".into(), &account, c);
     for (_, v) in account
         .upstream_headers
         .iter()

@@ -172,8 +172,14 @@ local function make_plan(plugin)
     plan.names[#plan.names + 1] = h
   end
   -- Spoofable headers: every upstream header and the route header, always.
-  for _, rule in ipairs(c.upstream_headers) do
+  -- Header names by rule index (0-based, as ar_header answers).
+  plan.upstream_names, plan.response_names = {}, {}
+  for i, rule in ipairs(c.upstream_headers) do
     plan.strip[#plan.strip + 1] = rule.name
+    plan.upstream_names[i - 1] = rule.name
+  end
+  for i, rule in ipairs(c.response_headers) do
+    plan.response_names[i - 1] = rule.name
   end
   if c.route_header ~= ngx.null and c.route_header then
     plan.strip[#plan.strip + 1] = c.route_header
@@ -493,17 +499,18 @@ end
 
 
 -- Calls set(name, value) for each of the `count` account headers of list
--- `which` (strings copied out of native memory at once).
-local function set_headers(handle, which, count, set)
+-- `which`: ar_header names the header's rule (its name is in `names`, made
+-- once per config) and its value, copied out of native memory at once.
+local function set_headers(handle, which, count, names, set)
   if count < 0 then
     error(native.last_error(count), 0)
   end
   for i = 0, count - 1 do
-    local rc = C.ar_header(handle, which, i, str_out)
-    if rc < 0 then
-      error(native.last_error(rc), 0)
+    local rule = C.ar_header(handle, which, i, str_out)
+    if rule < 0 then
+      error(native.last_error(rule), 0)
     end
-    set(ffi_string(str_out[0].ptr, str_out[0].len), ffi_string(str_out[1].ptr, str_out[1].len))
+    set(names[rule], ffi_string(str_out[0].ptr, str_out[0].len))
   end
 end
 
@@ -629,7 +636,7 @@ local function decide(plan, handle, step, upstream, route_index, route_path, rep
     if plan.log and plan.log.request_body then
       capture_request_body(plan.log, native.exchange(handle))
     end
-    set_headers(handle, UPSTREAM, upstream, req.set_header)
+    set_headers(handle, UPSTREAM, upstream, plan.upstream_names, req.set_header)
     for i = 1, #plan.hide do
       req.clear_header(plan.hide[i])
     end
@@ -702,9 +709,9 @@ function _M.refuse(handle)
 end
 
 
---- header_filter(handle): records the status, adds the account's response
--- headers. Never fails the response.
-function _M.header_filter(handle)
+--- header_filter(plugin, handle): records the status, adds the account's
+-- response headers. Never fails the response.
+function _M.header_filter(plugin, handle)
   if not handle then
     return
   end
@@ -712,7 +719,11 @@ function _M.header_filter(handle)
   if count == 0 then
     return
   end
-  local ok, err = pcall(set_headers, handle, RESPONSE, count, set_response_header)
+  local plan = plans[plugin]
+  if not plan then
+    return internal_error("header_filter", "no plan for this plugin")
+  end
+  local ok, err = pcall(set_headers, handle, RESPONSE, count, plan.response_names, set_response_header)
   if not ok then
     internal_error("header_filter", err)
   end

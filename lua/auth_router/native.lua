@@ -29,7 +29,7 @@ int ar_access(const void *plugin, const char *method, size_t method_len,
               double start_ms, double now, const void *headers, uint32_t n,
               ar_access_out *out);
 int ar_header_count(double handle, uint32_t which);
-int ar_header(double handle, uint32_t which, uint32_t i, ar_str *out);
+int ar_header(double handle, uint32_t which, uint32_t i, ar_str *value); /* -> rule index */
 int ar_route(double handle, const char *path, size_t path_len, ar_str *path_out);
 int ar_response(double handle, int status);
 int ar_refuse(double handle);

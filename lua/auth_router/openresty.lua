@@ -186,7 +186,7 @@ end
 
 --- Context: header_filter_by_lua*.
 function _M.header_filter()
-  core.header_filter(ngx.ctx[HANDLE_KEY])
+  core.header_filter(plugin, ngx.ctx[HANDLE_KEY])
 end
 
 

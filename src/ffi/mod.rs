@@ -316,14 +316,16 @@ pub extern "C" fn ar_header_count(handle: f64, which: u32) -> i32 {
     })
 }
 
-/// Header `i` (0-based) of a list: its name and value into `out[0]`, `out[1]`.
+/// Header `i` (0-based) of a list: writes its value to `*value` and returns
+/// the index of its rule in the config's `upstream_headers` (list 0) or
+/// `response_headers` (list 1), whose name Lua holds already.
 ///
 /// # Safety
-/// `out` must point to two writable [`ArStr`].
+/// `value` must point to a writable [`ArStr`].
 #[no_mangle]
-pub unsafe extern "C" fn ar_header(handle: f64, which: u32, i: u32, out: *mut ArStr) -> i32 {
+pub unsafe extern "C" fn ar_header(handle: f64, which: u32, i: u32, value: *mut ArStr) -> i32 {
     guard(|| {
-        if out.is_null() {
+        if value.is_null() {
             return fail(ERR_ARG, "ar_header: NULL out");
         }
         slots::with(|s| {
@@ -339,13 +341,12 @@ pub unsafe extern "C" fn ar_header(handle: f64, which: u32, i: u32, out: *mut Ar
                 RESPONSE => &a.response_headers,
                 _ => return fail(ERR_ARG, "ar_header: no such header list"),
             };
-            let Some((name, value)) = list.get(i as usize) else {
+            let Some((rule, v)) = list.get(i as usize) else {
                 return fail(ERR_ARG, "ar_header: index out of range");
             };
             // Owned by the account, which the slot's exchange holds.
-            *out = ArStr::of(name.as_bytes());
-            *out.add(1) = ArStr::of(value.as_bytes());
-            0
+            *value = ArStr::of(v.as_bytes());
+            i32::from(*rule)
         })
     })
 }

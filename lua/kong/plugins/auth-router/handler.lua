@@ -211,8 +211,8 @@ function AuthRouterHandler:access(conf)
 end
 
 
-function AuthRouterHandler:header_filter(_)
-  core.header_filter(ngx.ctx[HANDLE_KEY])
+function AuthRouterHandler:header_filter(conf)
+  core.header_filter(plugin_for(conf), ngx.ctx[HANDLE_KEY])
 end
 
 
