@@ -69,7 +69,17 @@ impl KeyDeriver {
         }
     }
 
-    /// The key for `parts` (scope, then header names and values). Each part is
+    /// A deriver for one config: `scope` (everything but the request's own
+    /// values that decides an answer, see `plugin::scope`) is folded into
+    /// the key, so that keys differ per config and a request hashes only
+    /// its own values.
+    pub fn scoped(&self, scope: &[u8]) -> Self {
+        KeyDeriver {
+            key: *blake3::keyed_hash(&self.key, scope).as_bytes(),
+        }
+    }
+
+    /// The key for `parts` (the request's header values and their presence). Each part is
     /// length-prefixed so `("ab", "c")` and `("a", "bc")` never collide.
     ///
     /// The framed parts are hashed in one call from a stack buffer: the
@@ -107,7 +117,7 @@ impl KeyDeriver {
 }
 
 /// Framed key input up to this size is hashed from the stack.
-const DERIVE_INLINE: usize = 512;
+const DERIVE_INLINE: usize = 192;
 
 /// What the auth service said about a credential.
 #[derive(Debug, Clone, PartialEq)]
@@ -308,6 +318,9 @@ mod tests {
         assert_eq!(k.hex().len(), 32);
         assert_eq!(CacheKey::from_hex(k.hex().as_bytes()), Some(k));
         assert_eq!(CacheKey::from_hex(b"zz"), None);
+        // one deriver per config: same values, other scope, other key
+        assert_ne!(a.scoped(b"x").derive(parts), a.scoped(b"y").derive(parts));
+        assert_ne!(a.scoped(b"x").derive(parts), a.derive(parts));
     }
 
     #[test]
@@ -326,7 +339,7 @@ mod tests {
             out.copy_from_slice(&blake3::keyed_hash(&d.key, &v).as_bytes()[..16]);
             CacheKey(out)
         };
-        let long = vec![b'x'; DERIVE_INLINE];
+        let long = [b'x'; DERIVE_INLINE];
         for parts in [
             vec![&b"scope"[..], b"Bearer a"],
             vec![&b"scope"[..], &long[..]],

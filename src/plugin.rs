@@ -78,7 +78,6 @@ pub struct Plugin {
     /// The log pipeline, when `log.enabled`.
     pub recorder: Option<Recorder>,
     keys: KeyDeriver,
-    scope: Vec<u8>,
     cache: RefCell<Cache>,
 }
 
@@ -126,8 +125,9 @@ impl Plugin {
         Plugin {
             router: Router::new(&config),
             recorder: config.log.as_ref().map(Recorder::new),
-            keys: KeyDeriver::new(secret),
-            scope: scope(&config),
+            // The scope is fixed per config: folded into the key once, so a
+            // request hashes its header values only.
+            keys: KeyDeriver::new(secret).scoped(&scope(&config)),
             cache,
             config,
         }
@@ -167,15 +167,13 @@ impl Plugin {
         if creds.iter().all(|v| v.is_none_or(<[u8]>::is_empty)) {
             return None;
         }
-        // scope, then per value: present (1) and the value, or absent (0)
+        // per value: present (1) and the value, or absent (0); the config's
+        // scope is in the deriver's key
         let values = creds.iter().chain(forwarded).flat_map(|v| match v {
             Some(v) => [Some(&b"\x01"[..]), Some(*v)],
             None => [Some(&b"\x00"[..]), None],
         });
-        Some(
-            self.keys
-                .derive(std::iter::once(&self.scope[..]).chain(values.flatten())),
-        )
+        Some(self.keys.derive(values.flatten()))
     }
 
     fn with_cache<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> Option<T> {
@@ -623,6 +621,29 @@ mod tests {
         );
         assert_eq!(ex.cache_status(), CacheStatus::Negative);
         miss(&p, "Bearer bad", 10.0);
+    }
+
+    #[test]
+    fn configs_that_keep_different_things_never_share_keys() {
+        let with = |extra: serde_json::Value| {
+            let mut c = json!({"auth": {"url": "http://127.0.0.1:9/auth"}});
+            c.as_object_mut()
+                .expect("object")
+                .extend(extra.as_object().expect("object").clone());
+            Plugin::new(compile(c).expect("valid"), b"test-secret")
+        };
+        let v: [Option<&[u8]>; 1] = [Some(b"Bearer a")];
+        let base = with(json!({}));
+        let same = with(json!({}));
+        assert_eq!(base.key_of(&v), same.key_of(&v));
+        for other in [
+            json!({"upstream_headers": [{"name": "x-id", "pointer": "/id"}]}),
+            json!({"response_headers": [{"name": "x-id", "value": "1"}]}),
+            json!({"routes": [{"name": "r", "account_match": {"/plan": ["pro"]}, "target": "a:1"}]}),
+            json!({"auth": {"url": "http://127.0.0.1:9/other"}}),
+        ] {
+            assert_ne!(base.key_of(&v), with(other.clone()).key_of(&v), "{other}");
+        }
     }
 
     #[test]

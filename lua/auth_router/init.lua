@@ -233,6 +233,16 @@ local function make_plan(plugin)
 end
 
 
+local function plan_for(plugin)
+  local plan = plans[plugin]
+  if not plan then
+    plan = make_plan(plugin)
+    plans[plugin] = plan
+  end
+  return plan
+end
+
+
 --- compile(conf) -> plugin | nil, err
 -- Compiles a config table or JSON text (not cached; see plugin_for).
 -- Context: init, init_worker, and request phases.
@@ -247,7 +257,18 @@ function _M.compile(conf)
   if not ok then
     return nil, tostring(secret)
   end
-  return config.compile(normalized, secret)
+  local plugin, cerr = config.compile(normalized, secret)
+  if not plugin then
+    return nil, cerr
+  end
+  -- The per-request plan now, not on the first request: it converts the
+  -- whole config to Lua tables (deep calls), and a request coroutine whose
+  -- stack grew for that keeps paying to clear it each time it is reused.
+  local pok, perr = pcall(plan_for, plugin)
+  if not pok then
+    return nil, "cannot prepare auth-router config: " .. tostring(perr)
+  end
+  return plugin
 end
 
 
@@ -270,14 +291,6 @@ function _M.plugin_for(conf)
 end
 
 
-local function plan_for(plugin)
-  local plan = plans[plugin]
-  if not plan then
-    plan = make_plan(plugin)
-    plans[plugin] = plan
-  end
-  return plan
-end
 
 
 -- Applies purges recorded in the dict (by any worker) to this plugin's L1.
@@ -498,48 +511,80 @@ local function fetch(plan, exchange)
 end
 
 
--- Calls set(name, value) for each of the `count` account headers of list
--- `which`: ar_header names the header's rule (its name is in `names`, made
--- once per config) and its value, copied out of native memory at once.
-local function set_headers(handle, which, count, names, set)
+-- nginx's lua module, through the C functions its own ngx.req / ngx.header
+-- wrappers call (resty.core declares them; LuaJIT checks every call against
+-- those declarations): the request's header list, variables and header
+-- writes without making a Lua string for each value. Loaded on first use:
+-- resty.core needs nginx, and this module must load anywhere (schema
+-- validation, unit specs).
+local C_ngx = ffi.C
+local get_request, errmsg, header_truncated
+local header_buf, header_cap = nil, 0
+local var_value, var_len, var_lowcase
+local FFI_OK, FFI_DECLINED = 0, -5
+-- set_resp_header has another entry point on macOS (resty.core.response).
+local DIRECT_RESP_HEADERS = jit.os ~= "OSX"
+
+local function load_ngx_ffi()
+  get_request = require("resty.core.base").get_request
+  require "resty.core.request"  -- ngx_http_lua_ffi_req_get_headers{,_count}, _req_set_header
+  require "resty.core.response" -- ngx_http_lua_ffi_set_resp_header
+  require "resty.core.var"      -- ngx_http_lua_ffi_var_get
+  errmsg = ffi.new("char *[1]")
+  header_truncated = ffi.new("int[1]")
+  var_value, var_len = ffi.new("char *[1]"), ffi.new("size_t[1]")
+  var_lowcase = ffi.new("char[32]") -- var_get lowercases the name into it
+end
+
+
+local function ngx_error(what, rc)
+  local msg = errmsg[0] ~= nil and ffi_string(errmsg[0]) or ("code " .. tostring(rc))
+  error("cannot " .. what .. ": " .. msg, 0)
+end
+
+
+-- Sets the `count` account headers of list `which` on the upstream
+-- request (UPSTREAM) or the response (RESPONSE): ar_header names the
+-- header's rule (its name is in `names`, made once per config) and points
+-- at the value in native memory, which nginx copies.
+local function set_headers(handle, which, count, names)
   if count < 0 then
     error(native.last_error(count), 0)
   end
+  if not get_request then
+    load_ngx_ffi()
+  end
+  local r = get_request()
   for i = 0, count - 1 do
     local rule = C.ar_header(handle, which, i, str_out)
     if rule < 0 then
       error(native.last_error(rule), 0)
     end
-    set(names[rule], ffi_string(str_out[0].ptr, str_out[0].len))
+    local name, value = names[rule], str_out[0]
+    local rc
+    if which == UPSTREAM then
+      rc = C_ngx.ngx_http_lua_ffi_req_set_header(r, name, #name, value.ptr, value.len, nil, 0, 1, errmsg)
+    elseif DIRECT_RESP_HEADERS then
+      rc = C_ngx.ngx_http_lua_ffi_set_resp_header(r, name, #name, 0, value.ptr, value.len, nil, 0, 1, errmsg)
+    else
+      ngx.header[name] = ffi_string(value.ptr, value.len)
+      rc = FFI_OK
+    end
+    if rc ~= FFI_OK and rc ~= FFI_DECLINED then
+      ngx_error("set header " .. name, rc)
+    end
   end
-end
-
-
-local function set_response_header(name, value)
-  ngx.header[name] = value
 end
 
 
 -- The request's header list, as nginx holds it: names lowercase, values
--- pointing into the request's memory, repeated headers repeated. Read with
--- the lua module's own C functions (the ones ngx.req.get_headers uses,
--- declared by resty.core.request) into a per-worker buffer, so that no Lua
--- table or string is made per request; ar_access reads the values it needs
--- and sees a repeated credential header, which $http_* hides (nginx 1.22
--- gives the first line, later versions join some with commas). Valid until
--- the next call of this worker: used at once, never across a yield.
-local header_buf, header_cap, header_truncated = nil, 0, nil
-local C_ngx, get_request = ffi.C, nil
-
-local function request_headers()
-  if not header_truncated then
-    -- resty.core needs nginx: loaded on first use, so that this module
-    -- loads anywhere (schema validation, unit specs).
-    get_request = require("resty.core.base").get_request
-    require "resty.core.request" -- declares the two functions below
-    header_truncated = ffi.new("int[1]")
-  end
-  local r = get_request()
+-- pointing into the request's memory, repeated headers repeated, read into
+-- a per-worker buffer, so that no Lua table or string is made per request;
+-- ar_access reads the values it needs and sees a repeated credential
+-- header, which $http_* hides (nginx 1.22 gives the first line, later
+-- versions join some with commas). Valid until the next call of this
+-- worker: used at once, never across a yield.
+local function request_headers(r)
   -- 0: no limit, so a repeat after 100 other headers is still seen
   -- (nginx's header buffers bound the list).
   local n = C_ngx.ngx_http_lua_ffi_req_get_headers_count(r, 0, header_truncated)
@@ -554,6 +599,17 @@ local function request_headers()
     error("cannot read the request headers", 0)
   end
   return header_buf, n
+end
+
+
+-- An nginx variable's value as pointer + length into the request's memory
+-- (no Lua string), valid until the next call: nil, 0 when not found.
+local function variable(r, name)
+  local rc = C_ngx.ngx_http_lua_ffi_var_get(r, name, #name, var_lowcase, 0, var_value, var_len, errmsg)
+  if rc ~= FFI_OK then
+    return nil, 0
+  end
+  return var_value[0], tonumber(var_len[0])
 end
 
 
@@ -588,6 +644,9 @@ end
 -- the step and what ar_access answered besides (copied out at once:
 -- access_out is reused by the next request).
 local function begin(plugin, plan)
+  if not get_request then
+    load_ngx_ffi()
+  end
   local req = ngx.req
   for i = 1, #plan.strip do
     req.clear_header(plan.strip[i])
@@ -595,32 +654,40 @@ local function begin(plugin, plan)
   if plan.dict then
     apply_purges(plugin, plan, plan.dict)
   end
-  local headers, n = request_headers()
-  local var = ngx.var
+  local r = get_request()
+  local headers, n = request_headers(r)
   local method = req.get_method()
-  -- the request URI goes to the log record only; $uri to the router only
-  local uri = plan.log and var.request_uri or nil
-  local path = plan.routed and var.uri or nil
-  local rc = C.ar_access(plan.ptr, method, #method, uri, uri and #uri or 0, path, path and #path or 0,
+  -- the request URI goes to the log record only; $uri to the router only.
+  -- Pointers into nginx's memory, read by ar_access at once.
+  local uri, uri_len = nil, 0
+  if plan.log then
+    uri, uri_len = variable(r, "request_uri")
+  end
+  local path, path_len = nil, 0
+  if plan.routed then
+    path, path_len = variable(r, "uri")
+  end
+  local rc = C.ar_access(plan.ptr, method, #method, uri, uri_len, path, path_len,
                          floor(req.start_time() * 1000), ngx.now(), headers, n, access_out)
   if rc < 0 then
     error(native.last_error(rc), 0)
   end
   local out = access_out
   local route_path = out.path.ptr ~= nil and ffi_string(out.path.ptr, out.path.len) or nil
-  return out.handle, rc, out.upstream, out.route, route_path, out.repeated, path
+  return out.handle, rc, out.upstream, out.route, route_path, out.repeated
 end
 
 
 -- access, second part: the auth call on a miss (yields), then the
 -- verdict applied. Returns status, body, headers to end the request, or
 -- nil, route, path to let it through.
-local function decide(plan, handle, step, upstream, route_index, route_path, repeated, path)
+local function decide(plan, handle, step, upstream, route_index, route_path, repeated)
   if step == MISS then
     step = STEP_CODES[fetch(plan, native.exchange(handle))]
     if step == ALLOW then
       upstream = C.ar_header_count(handle, UPSTREAM)
       if plan.routed then
+        local path = ngx.var.uri -- read again: the auth call yielded
         route_index = C.ar_route(handle, path, #path, str_out)
         if route_index >= 0 and str_out[0].ptr ~= nil then
           route_path = ffi_string(str_out[0].ptr, str_out[0].len)
@@ -636,7 +703,7 @@ local function decide(plan, handle, step, upstream, route_index, route_path, rep
     if plan.log and plan.log.request_body then
       capture_request_body(plan.log, native.exchange(handle))
     end
-    set_headers(handle, UPSTREAM, upstream, plan.upstream_names, req.set_header)
+    set_headers(handle, UPSTREAM, upstream, plan.upstream_names)
     for i = 1, #plan.hide do
       req.clear_header(plan.hide[i])
     end
@@ -679,16 +746,16 @@ end
 -- Context: access.
 function _M.access(plugin)
   local ok, plan = pcall(plan_for, plugin)
-  local handle, step, upstream, route_index, route_path, repeated, path
+  local handle, step, upstream, route_index, route_path, repeated
   if ok then
-    ok, handle, step, upstream, route_index, route_path, repeated, path = pcall(begin, plugin, plan)
+    ok, handle, step, upstream, route_index, route_path, repeated = pcall(begin, plugin, plan)
   end
   if not ok then
     internal_error("access", handle or plan)
     return nil, INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE }
   end
   local status, a, b
-  ok, status, a, b = pcall(decide, plan, handle, step, upstream, route_index, route_path, repeated, path)
+  ok, status, a, b = pcall(decide, plan, handle, step, upstream, route_index, route_path, repeated)
   if not ok then
     internal_error("access", status)
     -- the slot stays with the request and is freed by log()
@@ -723,7 +790,7 @@ function _M.header_filter(plugin, handle)
   if not plan then
     return internal_error("header_filter", "no plan for this plugin")
   end
-  local ok, err = pcall(set_headers, handle, RESPONSE, count, plan.response_names, set_response_header)
+  local ok, err = pcall(set_headers, handle, RESPONSE, count, plan.response_names)
   if not ok then
     internal_error("header_filter", err)
   end
