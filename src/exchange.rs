@@ -92,25 +92,37 @@ pub struct Exchange {
     uri: String,
     status: Option<u16>,
     response_bytes: u64,
-    pending: Option<Pending>,
     verdict: Option<Verdict>,
     cache_status: CacheStatus,
+    // The matched route's index in the config's `routes`.
+    route: Option<usize>,
+    // The gateway answered with its own error after the verdict: no account
+    // response headers.
+    refused: bool,
+    // What only a miss or a logged request needs, boxed on first use: a
+    // hit moves a small exchange into its slot and out, and allocates none.
+    more: Option<Box<More>>,
+}
+
+/// The part of an [`Exchange`] a cache hit without logging never needs.
+#[derive(Debug, Default)]
+struct More {
+    pending: Option<Pending>,
     auth_error: Option<AuthError>,
     auth_latency_ms: Option<f64>,
     // After a miss: the API-version header, for routing once the auth
     // service answered.
     api_version: Option<Vec<u8>>,
-    // The matched route's index in the config's `routes`.
-    route: Option<usize>,
     upstream_path: Option<Vec<u8>>,
-    // The gateway answered with its own error after the verdict: no account
-    // response headers.
-    refused: bool,
     request_capture: Option<Capture>,
     response_capture: Option<Capture>,
 }
 
 impl Exchange {
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
+    }
+
     /// Starts an exchange in the access phase; `now_ms` is the request start
     /// (epoch milliseconds, from nginx: the core reads no clock). A client
     /// may send any bytes in the URI (`/caf\xE9`): they are kept as text for
@@ -124,17 +136,11 @@ impl Exchange {
             uri: uri.map_or_else(String::new, |u| String::from_utf8_lossy(u).into_owned()),
             status: None,
             response_bytes: 0,
-            pending: None,
             verdict: None,
             cache_status: CacheStatus::None,
-            auth_error: None,
-            auth_latency_ms: None,
-            api_version: None,
             route: None,
-            upstream_path: None,
             refused: false,
-            request_capture: None,
-            response_capture: None,
+            more: None,
         }
     }
 
@@ -151,19 +157,22 @@ impl Exchange {
     /// Keeps the upstream path a route rewrote to, so that a pointer to it
     /// stays valid for the rest of the request; answers it.
     pub fn set_upstream_path(&mut self, path: Option<Vec<u8>>) -> Option<&[u8]> {
-        self.upstream_path = path;
-        self.upstream_path.as_deref()
+        let more = self.more();
+        more.upstream_path = path;
+        more.upstream_path.as_deref()
     }
 
     /// Keeps the API-version header of a request that waits for the auth
     /// service (its header list is not read twice).
     pub fn set_api_version(&mut self, value: Option<&[u8]>) {
-        self.api_version = value.map(<[u8]>::to_vec);
+        if value.is_some() || self.more.is_some() {
+            self.more().api_version = value.map(<[u8]>::to_vec);
+        }
     }
 
     /// The API-version header kept by [`Exchange::set_api_version`].
     pub fn api_version(&self) -> Option<&[u8]> {
-        self.api_version.as_deref()
+        self.more.as_ref()?.api_version.as_deref()
     }
 
     /// Records the routing decision: the route's index in the config.
@@ -212,7 +221,7 @@ impl Exchange {
         forwarded: &[Option<&[u8]>],
     ) {
         let owned = |vs: &[Option<&[u8]>]| vs.iter().map(|v| v.map(<[u8]>::to_vec)).collect();
-        self.pending = Some(Pending {
+        self.more().pending = Some(Pending {
             key,
             creds: owned(creds),
             forwarded: owned(forwarded),
@@ -221,12 +230,12 @@ impl Exchange {
 
     /// The cache key of the credential being fetched.
     pub fn pending_key(&self) -> Option<CacheKey> {
-        self.pending.as_ref().map(|p| p.key)
+        self.more.as_ref()?.pending.as_ref().map(|p| p.key)
     }
 
     /// Credential and forwarded header values of the credential being fetched.
     pub fn pending_values(&self) -> (&HeaderValues, &HeaderValues) {
-        match &self.pending {
+        match self.more.as_ref().and_then(|m| m.pending.as_ref()) {
             Some(p) => (&p.creds, &p.forwarded),
             None => (&NO_VALUES, &NO_VALUES),
         }
@@ -234,7 +243,7 @@ impl Exchange {
 
     /// Drops the raw header values once they are no longer needed.
     pub fn clear_pending_values(&mut self) {
-        if let Some(p) = &mut self.pending {
+        if let Some(p) = self.more.as_mut().and_then(|m| m.pending.as_mut()) {
             p.creds = Vec::new();
             p.forwarded = Vec::new();
         }
@@ -242,17 +251,17 @@ impl Exchange {
 
     /// Records why the auth service gave no usable answer.
     pub fn set_auth_error(&mut self, err: AuthError) {
-        self.auth_error = Some(err);
+        self.more().auth_error = Some(err);
     }
 
     /// Why the auth service gave no usable answer, if it did not.
     pub fn auth_error(&self) -> Option<&AuthError> {
-        self.auth_error.as_ref()
+        self.more.as_ref()?.auth_error.as_ref()
     }
 
     /// Records how long the auth call took.
     pub fn set_auth_latency(&mut self, ms: f64) {
-        self.auth_latency_ms = Some(ms);
+        self.more().auth_latency_ms = Some(ms);
     }
 
     /// The authenticated account, if the verdict is allow.
@@ -282,20 +291,23 @@ impl Exchange {
     pub fn body_chunk(&mut self, chunk: &[u8]) {
         stats::RESPONSE_BYTES.add(chunk.len() as u64);
         self.response_bytes += chunk.len() as u64;
-        if let Some(c) = &mut self.response_capture {
+        if let Some(c) = self.more.as_mut().and_then(|m| m.response_capture.as_mut()) {
             c.push(chunk);
         }
     }
 
     /// Sets the body captures (when the log records bodies).
     pub fn set_captures(&mut self, request: Option<Capture>, response: Option<Capture>) {
-        self.request_capture = request;
-        self.response_capture = response;
+        if request.is_some() || response.is_some() {
+            let more = self.more();
+            more.request_capture = request;
+            more.response_capture = response;
+        }
     }
 
     /// access: the request body (at most what the capture keeps) and its full size.
     pub fn request_body(&mut self, data: &[u8], size: u64) {
-        if let Some(c) = &mut self.request_capture {
+        if let Some(c) = self.more.as_mut().and_then(|m| m.request_capture.as_mut()) {
             c.push(data);
             c.set_size(size.max(data.len() as u64));
         }
@@ -303,12 +315,12 @@ impl Exchange {
 
     /// The request body capture, if bodies are logged.
     pub fn request_capture(&self) -> Option<&Capture> {
-        self.request_capture.as_ref()
+        self.more.as_ref()?.request_capture.as_ref()
     }
 
     /// The response body capture, if bodies are logged.
     pub fn response_capture(&self) -> Option<&Capture> {
-        self.response_capture.as_ref()
+        self.more.as_ref()?.response_capture.as_ref()
     }
 
     /// Request start, epoch milliseconds.
@@ -323,7 +335,10 @@ impl Exchange {
 
     /// How long the auth call took, milliseconds (0 without one).
     pub fn auth_latency_ms(&self) -> f64 {
-        self.auth_latency_ms.unwrap_or(0.0)
+        self.more
+            .as_ref()
+            .and_then(|m| m.auth_latency_ms)
+            .unwrap_or(0.0)
     }
 
     /// The matched route among the config's `routes`: name, `host:port`

@@ -487,21 +487,20 @@ pub unsafe extern "C" fn ar_identity(handle: f64, id: *mut ArStr) -> i32 {
 /// log (logging off): closes the exchange and frees its slot.
 #[no_mangle]
 pub extern "C" fn ar_finish(handle: f64) -> i32 {
-    guard(|| match slots::with(|s| s.release(handle)) {
-        Ok(live) => {
-            live.ex.finish();
-            0
-        }
-        Err(e) => slot_error(e),
-    })
+    guard(
+        || match slots::with(|s| s.release(handle, |live| live.ex.finish())) {
+            Ok(()) => 0,
+            Err(e) => slot_error(e),
+        },
+    )
 }
 
 /// Frees a slot whose exchange was already closed (the logged path closes it
 /// through the mlua binding, then releases).
 #[no_mangle]
 pub extern "C" fn ar_release(handle: f64) -> i32 {
-    guard(|| match slots::with(|s| s.release(handle)) {
-        Ok(_) => 0,
+    guard(|| match slots::with(|s| s.release(handle, |_| ())) {
+        Ok(()) => 0,
         Err(e) => slot_error(e),
     })
 }

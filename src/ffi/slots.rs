@@ -130,20 +130,27 @@ impl Slots {
         }
     }
 
-    /// Ends a live request; a stale handle is an error, never a double free.
-    pub fn release(&mut self, handle: f64) -> Result<Live, SlotError> {
+    /// Ends a live request: `last` sees it, then it is dropped where it
+    /// lies (never moved out). A stale handle is an error, never a double
+    /// free.
+    pub fn release<T>(
+        &mut self,
+        handle: f64,
+        last: impl FnOnce(&mut Live) -> T,
+    ) -> Result<T, SlotError> {
         let (index, generation) = decode(handle).ok_or(SlotError::Stale)?;
         let slot = self
             .slots
             .get_mut(index as usize)
-            .filter(|s| s.generation == generation && s.live.is_some())
+            .filter(|s| s.generation == generation)
             .ok_or(SlotError::Stale)?;
-        let live = slot.live.take().ok_or(SlotError::Stale)?;
+        let out = last(slot.live.as_mut().ok_or(SlotError::Stale)?);
+        slot.live = None;
         slot.generation = slot.generation.wrapping_add(1);
         self.live -= 1;
         stats::LIVE_SLOTS.sub(1);
         self.free.push(index);
-        Ok(live)
+        Ok(out)
     }
 
     /// Live requests in the table.
@@ -186,9 +193,13 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(s.live(), 2);
         assert!(s.get(a).is_ok());
-        assert!(s.release(a).is_ok());
+        assert!(s.release(a, |_| ()).is_ok());
         assert_eq!(s.get(a).err(), Some(SlotError::Stale));
-        assert_eq!(s.release(a).err(), Some(SlotError::Stale), "no double free");
+        assert_eq!(
+            s.release(a, |_| ()).err(),
+            Some(SlotError::Stale),
+            "no double free"
+        );
         // the freed index is reused under a new generation: the old handle stays stale
         let c = s.insert(p, ex(), 0.0).expect("slot");
         assert_ne!(a, c);
