@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # auth-router micro-benchmarks, in one go:
 #   the criterion benches (benches/routing.rs, redact.rs, logrec.rs, cache.rs),
-#   bytes per L1 entry at 1M entries (benches/l1_memory.rs), and the log
+#   bytes per L1 entry at 1M entries (benches/l1_memory.rs), the log
 #   record benches' Lua peer (bench/serialize_peer.lua: lua-cjson decode, mask,
-#   encode; a design §3 record table through cjson.encode), then a summary.
+#   encode; a design §3 record table through cjson.encode), and the per-call
+#   cost of each per-request FFI entry point under LuaJIT (bench/ffi_calls.lua,
+#   on the native module of a luarocks tree), then a summary.
 #
-#   bash bench/micro.sh
+#   make tree && bash bench/micro.sh
 #
 # The bench binaries are built first (cargo bench --no-run), so compiling
 # never overlaps a measurement. Criterion gets a short, bounded run per
@@ -21,10 +23,12 @@
 #                          measured time per case (3)
 #   MICRO_CPU              run every bench pinned to this CPU with taskset
 #                          (unset: not pinned)
-#   MICRO_OUT              where results.md, peer.tsv and the raw logs go (.tmp/micro)
+#   MICRO_OUT              where results.md, peer.tsv, ffi.tsv and the raw logs go (.tmp/micro)
+#   AUTH_ROUTER_TREE       luarocks tree with the plugin, for bench/ffi_calls.lua
+#                          (.tree, which `make tree` and `make bench` install)
 # Total: about 2.5 minutes after the build (16 criterion benchmarks, the 1M-entry
-# memory count and 5 peer
-# cases at ~5 s each); every step runs under `timeout`.
+# memory count, 5 peer cases at ~5 s each, 10 FFI entry points at ~1 s each);
+# every step runs under `timeout`.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,6 +39,7 @@ MEASURE_S=${MICRO_MEASURE_SECONDS:-3}
 CPU=${MICRO_CPU:-}
 OUT=${MICRO_OUT:-$ROOT/.tmp/micro}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+TREE=${AUTH_ROUTER_TREE:-$ROOT/.tree}
 case "$TARGET" in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
 BENCHES=(routing redact logrec cache)
 
@@ -48,6 +53,11 @@ luajit -e 'require "cjson"' 2>/dev/null || die "lua-cjson is required (luajit -e
 for n in "$WARMUP_S" "$MEASURE_S"; do
   [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] || die "MICRO_WARMUP_SECONDS and MICRO_MEASURE_SECONDS must be integers >= 1"
 done
+# bench/ffi_calls.lua loads the module installed in a tree, as the specs do
+# (building one here would rebuild the crate twice: see bench/suite.sh).
+[ -f "$TREE/lib/lua/5.1/auth_router_native.so" ] \
+  || die "no auth_router_native.so in $TREE/lib/lua/5.1: run 'make tree' or set AUTH_ROUTER_TREE"
+TREE=$(cd "$TREE" && pwd)
 PIN=()
 if [ -n "$CPU" ]; then
   [[ "$CPU" =~ ^[0-9]+$ ]] || die "MICRO_CPU must be a CPU number"
@@ -86,6 +96,7 @@ STARTED_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   echo "rustc: $(rustc --version)"
   echo "luajit: $(luajit -v 2>&1 | cut -d' ' -f1-2); lua-cjson $(luajit -e 'io.write(require("cjson")._VERSION or "?")')"
   echo "criterion: --warm-up-time $WARMUP_S --measurement-time $MEASURE_S; peer: ${WARMUP_S}s warm-up, ${MEASURE_S}s per case"
+  echo "ffi: $TREE/lib/lua/5.1/auth_router_native.so, installed $(date -u -r "$TREE/lib/lua/5.1/auth_router_native.so" +%Y-%m-%dT%H:%MZ)"
   echo "pinned: ${CPU:-no}"
 } > "$OUT/machine.txt"
 
@@ -105,6 +116,11 @@ grep '^L1_MEMORY' "$OUT/l1_memory.txt" >&2 || die "l1_memory printed no result"
 log "lua peer: bench/serialize_peer.lua"
 PEER_WARMUP_SECONDS=$WARMUP_S PEER_SECONDS=$MEASURE_S \
   timeout 600 "${PIN[@]}" luajit "$HERE/serialize_peer.lua" "$OUT/peer.tsv" | tee "$OUT/peer.txt" >&2
+
+log "ffi calls: bench/ffi_calls.lua"
+LUA_PATH="$TREE/share/lua/5.1/?.lua;$TREE/share/lua/5.1/?/init.lua;;" \
+LUA_CPATH="$TREE/lib/lua/5.1/?.so;;" \
+  timeout 300 "${PIN[@]}" luajit "$HERE/ffi_calls.lua" "$OUT/ffi.tsv" | tee "$OUT/ffi.txt" >&2
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
 
@@ -236,6 +252,14 @@ if #missing > 0 then
   os.exit(1)
 end
 LUA
+
+{
+  echo
+  echo "Per-request FFI entry points, as lua/auth_router/init.lua calls them (bench/ffi_calls.lua: LuaJIT,"
+  echo "JIT on, thread CPU time; the median of its samples; \`hit\` config, L1 hit):"
+  echo
+  grep '^|' "$OUT/ffi.txt" || die "bench/ffi_calls.lua printed no table"
+} >> "$OUT/results.md"
 
 echo
 cat "$OUT/results.md"

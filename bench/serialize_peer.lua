@@ -12,7 +12,8 @@
 --     cjson.encode the result.
 --   logrec/1KiB, logrec/64KiB, logrec/100_headers_no_body   [logrec_write/*]
 --     build a design §3 record table (headers grouped as ngx.req.get_headers
---     groups them, both bodies as strings, account, auth, route, latencies)
+--     groups them, both bodies as strings, account, auth, route, upstream,
+--     latencies)
 --     and cjson.encode it.
 --
 -- Timing: os.clock (process CPU time). Per case: PEER_WARMUP_SECONDS of
@@ -223,6 +224,7 @@ local function record(body, req_headers, resp_headers)
     account = { id = "acc_123" },
     auth = { cache = "hit", latency_ms = 0.012 },
     route = { name = "email", target = "email:8080" },
+    upstream = { addr = "10.0.0.7:8080", status = "200" },
     latencies = { request = 12, auth = 0, proxy = 11 },
   })
 end

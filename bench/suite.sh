@@ -10,7 +10,8 @@
 #                    kong-none, kong-key-auth, kong-key-auth-full, kong-auth-router
 # 3. bench/micro.sh  criterion: L1 lookup at 1k/100k/1M entries, routing at
 #                    10/100/1000 routes, log record + redaction at 1/64 KiB
-#                    (+ the Lua-cjson peer); bytes per L1 entry at 1M entries
+#                    (+ the Lua-cjson peer); bytes per L1 entry at 1M entries;
+#                    ns per call of each FFI entry point (bench/ffi_calls.lua)
 # then one report, $BENCH_OUT/suite.md, ending with the targets (met / not met).
 #
 # Environment: every BENCH_* knob of bench/lib.sh and bench/run.sh, plus

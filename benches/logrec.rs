@@ -94,6 +94,8 @@ fn record<'a>(
         route_name: Some("email"),
         route_target: Some("email:8080"),
         route_upstream: None,
+        upstream_addr: Some("10.0.0.7:8080"),
+        upstream_status: Some("200"),
         latency_request_ms: 12,
         latency_auth_ms: 0,
         latency_proxy_ms: Some(11),

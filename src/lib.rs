@@ -185,6 +185,22 @@ mod lua {
     #[derive(Debug)]
     struct Ctx(f64);
 
+    /// `x:finish_logged`'s arguments, in order (see the method).
+    type FinishLoggedArgs = (
+        f64,
+        LuaString,
+        Option<LuaString>,
+        LuaTable,
+        LuaTable,
+        f64,
+        f64,
+        Option<f64>,
+        Option<LuaString>,
+        Option<LuaString>,
+        Option<LuaString>,
+        Option<LuaString>,
+    );
+
     /// Runs `f` on the live request a handle names.
     fn with_live<T>(handle: f64, f: impl FnOnce(&mut Live) -> LuaResult<T>) -> LuaResult<T> {
         slots::with(|s| match s.get(handle) {
@@ -313,22 +329,30 @@ mod lua {
                 })
             });
             // x:finish_logged(now_ms, client_ip, request_id, req_headers, resp_headers,
-            //                 request_size, response_size, proxy_ms): closes the
-            // exchange and queues its record (the slot is released by the caller)
+            //                 request_size, response_size, proxy_ms, upstream_addr,
+            //                 upstream_status, default_target, default_upstream):
+            // closes the exchange and queues its record (the slot is released
+            // by the caller). upstream_addr/status: nginx's variables, nil when
+            // not proxied; default_*: where the host sent a request no route
+            // matched, if it knows.
             methods.add_method(
                 "finish_logged",
                 |_,
                  this,
-                 (now_ms, client_ip, request_id, req_h, resp_h, req_size, resp_size, proxy_ms): (
-                    f64,
-                    LuaString,
-                    Option<LuaString>,
-                    LuaTable,
-                    LuaTable,
-                    f64,
-                    f64,
-                    Option<f64>,
-                )| {
+                 (
+                    now_ms,
+                    client_ip,
+                    request_id,
+                    req_h,
+                    resp_h,
+                    req_size,
+                    resp_size,
+                    proxy_ms,
+                    upstream_addr,
+                    upstream_status,
+                    default_target,
+                    default_upstream,
+                ): FinishLoggedArgs| {
                     let request_headers = header_list(req_h)?;
                     let response_headers = header_list(resp_h)?;
                     with_live(this.0, |live| {
@@ -339,6 +363,12 @@ mod lua {
                         // Lossy: a client can put any byte in its request id header.
                         let client_ip = client_ip.to_string_lossy();
                         let request_id = request_id.as_ref().map(LuaString::to_string_lossy);
+                        let text =
+                            |s: &Option<LuaString>| s.as_ref().map(LuaString::to_string_lossy);
+                        let (upstream_addr, upstream_status) =
+                            (text(&upstream_addr), text(&upstream_status));
+                        let (default_target, default_upstream) =
+                            (text(&default_target), text(&default_upstream));
                         let meta = LogMeta {
                             now_ms: now_ms.max(0.0) as u64,
                             client_ip: &client_ip,
@@ -350,6 +380,10 @@ mod lua {
                             request_size: req_size.max(0.0) as u64,
                             response_size: resp_size.max(0.0) as u64,
                             proxy_ms,
+                            upstream_addr: upstream_addr.as_deref(),
+                            upstream_status: upstream_status.as_deref(),
+                            default_target: default_target.as_deref(),
+                            default_upstream: default_upstream.as_deref(),
                             routes: &live.plugin.config.routes,
                         };
                         if let Err(e) = rec.record(&live.ex, &meta) {

@@ -18,11 +18,20 @@
 //!  "account":  {"id": "acc_123"},
 //!  "auth":     {"cache": "hit", "latency_ms": 0.01},
 //!  "route":    {"name": "email", "target": "email:8080"},
+//!  "upstream": {"addr": "10.0.0.7:8080", "status": "200"},
 //!  "latencies": {"request": 12, "auth": 0, "proxy": 11}}
 //! ```
 //! - `request_id`, `response.status` and `latencies.proxy` are `null` when
-//!   unknown; `account` is `null` when unauthenticated and `route` is `null`
-//!   when no route matched.
+//!   unknown; `account` is `null` when unauthenticated.
+//! - `route` names where the request was sent: the matched route (`name`,
+//!   then its `target` or its Kong `upstream`), or, when no route matched
+//!   but the request was proxied, the host's default destination with
+//!   `"name": null` (its `target` or `upstream`; `"target": null` when the
+//!   host does not know it). `null` when no route matched and nothing was
+//!   proxied (a denial).
+//! - `upstream` is what nginx says it did: `$upstream_addr` and
+//!   `$upstream_status` as nginx writes them (`"a, b"` and `"502, 200"` after
+//!   a retry; `status` `null` if nginx gave none). `null` when not proxied.
 //! - The four body keys are present only when a body was captured.
 //! - `headers` is an object as in `kong.log.serialize`: a name sent once maps to
 //!   its value, a name sent several times maps to an array of its values in
@@ -91,12 +100,19 @@ pub struct Record<'a> {
     pub cache: &'a str,
     /// Auth call latency, milliseconds (0 when no call was made).
     pub auth_latency_ms: f64,
-    /// The matched route's name; `None` writes `"route": null`.
+    /// The matched route's name. `None`: `route` describes the default
+    /// destination when the request was proxied (`upstream_addr`), else
+    /// `"route": null`.
     pub route_name: Option<&'a str>,
-    /// The matched route's `host:port` target, if it has one.
+    /// The `host:port` target of the matched route or of the default.
     pub route_target: Option<&'a str>,
-    /// The matched route's Kong upstream, if it has one.
+    /// The Kong upstream of the matched route or of the default.
     pub route_upstream: Option<&'a str>,
+    /// `$upstream_addr` as nginx gives it; `None` when not proxied, which
+    /// writes `"upstream": null`.
+    pub upstream_addr: Option<&'a str>,
+    /// `$upstream_status` as nginx gives it.
+    pub upstream_status: Option<&'a str>,
     /// Whole request latency, milliseconds.
     pub latency_request_ms: u64,
     /// Time spent authenticating, milliseconds.
@@ -154,11 +170,13 @@ fn estimate(rec: &Record<'_>) -> usize {
         + opt(rec.route_name)
         + opt(rec.route_target)
         + opt(rec.route_upstream)
+        + opt(rec.upstream_addr)
+        + opt(rec.upstream_status)
 }
 
 impl Serialize for Record<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(9))?;
+        let mut m = s.serialize_map(Some(10))?;
         m.serialize_entry("started_at", &self.started_at_ms)?;
         m.serialize_entry("client_ip", self.client_ip)?;
         m.serialize_entry("request_id", &self.request_id)?;
@@ -185,12 +203,20 @@ impl Serialize for Record<'_> {
                 latency_ms: self.auth_latency_ms,
             },
         )?;
+        let proxied = self.upstream_addr.is_some();
         m.serialize_entry(
             "route",
-            &self.route_name.map(|name| RouteOut {
-                name,
+            &(self.route_name.is_some() || proxied).then_some(RouteOut {
+                name: self.route_name,
                 target: self.route_target,
                 upstream: self.route_upstream,
+            }),
+        )?;
+        m.serialize_entry(
+            "upstream",
+            &self.upstream_addr.map(|addr| UpstreamOut {
+                addr,
+                status: self.upstream_status,
             }),
         )?;
         m.serialize_entry(
@@ -381,9 +407,11 @@ impl Serialize for AuthOut<'_> {
     }
 }
 
-/// `route`: name, then `target` and/or `upstream` when set.
+/// `route`: name (`null` for the default destination), then `target`
+/// and/or `upstream` when set; a default with neither has `"target": null`,
+/// so that every proxied record says where it went, known or not.
 struct RouteOut<'a> {
-    name: &'a str,
+    name: Option<&'a str>,
     target: Option<&'a str>,
     upstream: Option<&'a str>,
 }
@@ -391,13 +419,28 @@ struct RouteOut<'a> {
 impl Serialize for RouteOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("name", self.name)?;
-        if let Some(t) = self.target {
-            m.serialize_entry("target", t)?;
+        m.serialize_entry("name", &self.name)?;
+        if self.target.is_some() || self.upstream.is_none() {
+            m.serialize_entry("target", &self.target)?;
         }
         if let Some(u) = self.upstream {
             m.serialize_entry("upstream", u)?;
         }
+        m.end()
+    }
+}
+
+/// `upstream`: nginx's own account of the proxying.
+struct UpstreamOut<'a> {
+    addr: &'a str,
+    status: Option<&'a str>,
+}
+
+impl Serialize for UpstreamOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("addr", self.addr)?;
+        m.serialize_entry("status", &self.status)?;
         m.end()
     }
 }
@@ -472,6 +515,8 @@ mod tests {
             route_name: Some("email"),
             route_target: Some("email:8080"),
             route_upstream: None,
+            upstream_addr: Some("10.0.0.7:8080"),
+            upstream_status: Some("200"),
             latency_request_ms: 12,
             latency_auth_ms: 0,
             latency_proxy_ms: Some(11),
@@ -502,6 +547,8 @@ mod tests {
             route_name: None,
             route_target: None,
             route_upstream: None,
+            upstream_addr: None,
+            upstream_status: None,
             latency_request_ms: 0,
             latency_auth_ms: 0,
             latency_proxy_ms: None,
@@ -528,6 +575,7 @@ mod tests {
             r#""body":"AAEC/w==","body_encoding":"base64","body_size":4,"body_truncated":false},"#,
             r#""account":{"id":"acc_123"},"auth":{"cache":"hit","latency_ms":0.01},"#,
             r#""route":{"name":"email","target":"email:8080"},"#,
+            r#""upstream":{"addr":"10.0.0.7:8080","status":"200"},"#,
             r#""latencies":{"request":12,"auth":0,"proxy":11}}"#,
         );
         assert_eq!(written(&full()), golden);
@@ -539,7 +587,7 @@ mod tests {
             r#"{"started_at":5,"client_ip":"::1","request_id":null,"#,
             r#""request":{"method":"GET","uri":"/","size":0,"headers":{}},"#,
             r#""response":{"status":null,"size":0,"headers":{}},"#,
-            r#""account":null,"auth":{"cache":"none","latency_ms":0.0},"route":null,"#,
+            r#""account":null,"auth":{"cache":"none","latency_ms":0.0},"route":null,"upstream":null,"#,
             r#""latencies":{"request":0,"auth":0,"proxy":null}}"#,
         );
         assert_eq!(written(&bare()), golden);
@@ -556,6 +604,66 @@ mod tests {
         assert_eq!(
             v["route"],
             json!({"name": "legacy", "upstream": "legacy-pool"})
+        );
+    }
+
+    #[test]
+    fn proxied_without_a_route_names_the_default_destination() {
+        let proxied = Record {
+            upstream_addr: Some("127.0.0.1:8004, 127.0.0.1:8005"),
+            upstream_status: Some("502, 200"),
+            ..bare()
+        };
+        let cases = [
+            (
+                Some("legacy:8004"),
+                None,
+                json!({"name": null, "target": "legacy:8004"}),
+            ),
+            (
+                None,
+                Some("pool"),
+                json!({"name": null, "upstream": "pool"}),
+            ),
+            (None, None, json!({"name": null, "target": null})),
+        ];
+        for (target, upstream, want) in cases {
+            let rec = Record {
+                route_target: target,
+                route_upstream: upstream,
+                ..proxied
+            };
+            let v: Value = serde_json::from_str(&written(&rec)).expect("json");
+            assert_eq!(v["route"], want);
+            assert_eq!(
+                v["upstream"],
+                json!({"addr": "127.0.0.1:8004, 127.0.0.1:8005", "status": "502, 200"})
+            );
+        }
+    }
+
+    #[test]
+    fn not_proxied_without_a_route_has_null_route_and_upstream() {
+        // A default destination the host reported does not make a denial "routed".
+        let rec = Record {
+            route_target: Some("legacy:8004"),
+            ..bare()
+        };
+        let v: Value = serde_json::from_str(&written(&rec)).expect("json");
+        assert_eq!(v["route"], Value::Null);
+        assert_eq!(v["upstream"], Value::Null);
+    }
+
+    #[test]
+    fn upstream_without_a_status_writes_null_status() {
+        let rec = Record {
+            upstream_addr: Some("unix:/run/app.sock"),
+            ..bare()
+        };
+        let v: Value = serde_json::from_str(&written(&rec)).expect("json");
+        assert_eq!(
+            v["upstream"],
+            json!({"addr": "unix:/run/app.sock", "status": null})
         );
     }
 
@@ -640,7 +748,7 @@ mod tests {
     struct Owned {
         started_at: u64,
         strings: Vec<String>, // client_ip, method, uri, cache, body texts, encodings
-        opts: Vec<Option<String>>, // request_id, account, route name, target, upstream
+        opts: Vec<Option<String>>, // request_id, account, route name, target, upstream, addr, status
         req_headers: Vec<(String, String)>,
         resp_headers: Vec<(String, String)>,
         sizes: (u64, u64, u64, u64),
@@ -673,7 +781,7 @@ mod tests {
         (
             any::<u64>(),
             proptest::collection::vec(text(), 8),
-            proptest::collection::vec(proptest::option::of(text()), 5),
+            proptest::collection::vec(proptest::option::of(text()), 7),
             header_list(),
             header_list(),
             any::<(u64, u64, u64, u64)>(),
@@ -755,13 +863,16 @@ mod tests {
             "response": expected_side(&r.response, resp),
             "account": r.account_id.map(|id| json!({"id": id})),
             "auth": {"cache": r.cache},
-            "route": r.route_name.map(|name| {
+            "route": (r.route_name.is_some() || r.upstream_addr.is_some()).then(|| {
                 let mut m = Map::new();
-                m.insert("name".into(), json!(name));
-                if let Some(t) = r.route_target { m.insert("target".into(), json!(t)); }
+                m.insert("name".into(), json!(r.route_name));
+                if r.route_target.is_some() || r.route_upstream.is_none() {
+                    m.insert("target".into(), json!(r.route_target));
+                }
                 if let Some(u) = r.route_upstream { m.insert("upstream".into(), json!(u)); }
                 Value::Object(m)
             }),
+            "upstream": r.upstream_addr.map(|a| json!({"addr": a, "status": r.upstream_status})),
             "latencies": {
                 "request": r.latency_request_ms,
                 "auth": r.latency_auth_ms,
@@ -806,6 +917,8 @@ mod tests {
                 route_name: opt(2),
                 route_target: opt(3),
                 route_upstream: opt(4),
+                upstream_addr: opt(5),
+                upstream_status: opt(6),
                 latency_request_ms: o.latencies.0,
                 latency_auth_ms: o.latencies.1,
                 latency_proxy_ms: o.latencies.2,

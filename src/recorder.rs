@@ -40,6 +40,15 @@ pub struct LogMeta<'a> {
     pub response_size: u64,
     /// Time waiting on the upstream, milliseconds, if proxied.
     pub proxy_ms: Option<f64>,
+    /// `$upstream_addr` as nginx gives it, `None` when not proxied.
+    pub upstream_addr: Option<&'a str>,
+    /// `$upstream_status` as nginx gives it.
+    pub upstream_status: Option<&'a str>,
+    /// Where the host sent a request no route matched, as `host:port`
+    /// (OpenResty: `$auth_router_target`; Kong: the Service's), if it knows.
+    pub default_target: Option<&'a str>,
+    /// Or the Kong Upstream it sent it to.
+    pub default_upstream: Option<&'a str>,
     /// The config's routes (the exchange names the matched one by index).
     pub routes: &'a [Route],
 }
@@ -151,7 +160,11 @@ impl Recorder {
         });
         let req_headers = self.redact_header_list(&meta.request_headers);
         let resp_headers = self.redact_header_list(&meta.response_headers);
-        let (route_name, route_target, route_upstream) = ex.route_parts(meta.routes);
+        let (route_name, matched_target, matched_upstream) = ex.route_parts(meta.routes);
+        let (route_target, route_upstream) = match route_name {
+            Some(_) => (matched_target.as_deref(), matched_upstream),
+            None => (meta.default_target, meta.default_upstream),
+        };
         let auth_ms = ex.auth_latency_ms();
         let started = ex.started_at_ms();
         let rec = Record {
@@ -175,8 +188,10 @@ impl Recorder {
             cache: ex.cache_status().as_str(),
             auth_latency_ms: auth_ms,
             route_name,
-            route_target: route_target.as_deref(),
+            route_target,
             route_upstream,
+            upstream_addr: meta.upstream_addr,
+            upstream_status: meta.upstream_status,
             latency_request_ms: meta.now_ms.saturating_sub(started),
             latency_auth_ms: auth_ms.max(0.0).round() as u64,
             latency_proxy_ms: meta.proxy_ms.map(|p| p.max(0.0).round() as u64),
@@ -352,6 +367,46 @@ mod tests {
         assert_eq!(rec["request"]["body_size"], 36);
         assert_eq!(rec["response"]["body"], "ok");
         assert_eq!(rec["latencies"]["request"], 10);
+    }
+
+    #[test]
+    fn record_names_the_default_destination_only_without_a_matched_route() {
+        let c = compile(json!({"auth": {"url": "http://127.0.0.1:9/a"},
+                               "routes": [{"name": "email", "paths": ["/send"], "target": "10.0.0.2:80"}],
+                               "log": {"enabled": true, "host": "127.0.0.1", "port": 9}}))
+        .expect("valid");
+        let r = Recorder::new(c.log.as_ref().expect("enabled"));
+        let proxied = LogMeta {
+            upstream_addr: Some("10.0.0.9:8004"),
+            upstream_status: Some("200"),
+            default_target: Some("legacy:8004"),
+            routes: &c.routes,
+            ..meta()
+        };
+        let mut ex = exchange(&r, b"", b"");
+        r.record(&ex, &proxied).expect("record");
+        let rec = sent(&r);
+        assert_eq!(rec["route"], json!({"name": null, "target": "legacy:8004"}));
+        assert_eq!(
+            rec["upstream"],
+            json!({"addr": "10.0.0.9:8004", "status": "200"})
+        );
+
+        ex.set_route(0);
+        r.record(&ex, &proxied).expect("record");
+        assert_eq!(
+            sent(&r)["route"],
+            json!({"name": "email", "target": "10.0.0.2:80"})
+        );
+
+        let denied = LogMeta {
+            default_target: Some("legacy:8004"),
+            ..meta()
+        };
+        r.record(&exchange(&r, b"", b""), &denied).expect("record");
+        let rec = sent(&r);
+        assert_eq!(rec["route"], Value::Null);
+        assert_eq!(rec["upstream"], Value::Null);
     }
 
     #[test]

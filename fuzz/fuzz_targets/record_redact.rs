@@ -277,6 +277,11 @@ fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
         request_size: u.arbitrary()?,
         response_size: u.arbitrary()?,
         proxy_ms: u.arbitrary()?,
+        // not proxied: the record's route stays null (checked below)
+        upstream_addr: None,
+        upstream_status: None,
+        default_target: Some("127.0.0.1:8004"),
+        default_upstream: None,
         routes: &[],
     };
     if let Err(e) = rec.record(&ex, &meta) {

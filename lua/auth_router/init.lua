@@ -816,26 +816,41 @@ function _M.body_filter(plugin, handle)
 end
 
 
-local function finish_logged(handle, plan)
+local function finish_logged(handle, plan, destination)
   local var = ngx.var
   -- upstream_response_time: "0.012" or "0.010, 0.004" after retries
   local proxy_s = tonumber((var.upstream_response_time or ""):match("[%d.]+$") or "")
+  -- "127.0.0.1:8080", or "a, b" after retries; unset when not proxied
+  local upstream_addr = var.upstream_addr
+  local upstream_status, target, upstream
+  if upstream_addr == "" then
+    upstream_addr = nil
+  elseif upstream_addr then
+    upstream_status = var.upstream_status
+    -- the record uses it only when no route matched
+    if destination then
+      target, upstream = destination()
+    end
+  end
   native.exchange(handle):finish_logged(ngx.now() * 1000, var.remote_addr,
                     var[plan.log.request_id_var], ngx.req.get_headers(), ngx.resp.get_headers(),
                     tonumber(var.request_length) or 0, tonumber(var.bytes_sent) or 0,
-                    proxy_s and proxy_s * 1000 or nil)
+                    proxy_s and proxy_s * 1000 or nil, upstream_addr, upstream_status, target, upstream)
 end
 
 
---- log(plugin, handle): closes the exchange (its log record, when the
--- plugin logs) and frees its slot. The handle is dead afterwards.
-function _M.log(plugin, handle)
+--- log(plugin, handle, destination): closes the exchange (its log record,
+-- when the plugin logs) and frees its slot. The handle is dead afterwards.
+-- `destination` (optional) answers where the host sent a proxied request
+-- that no route matched: a "host:port" target, or nil and a Kong Upstream
+-- name; called only when a record is written.
+function _M.log(plugin, handle, destination)
   if not handle then
     return
   end
   local plan = plugin and plans[plugin]
   if plan and plan.log then
-    local ok, err = pcall(finish_logged, handle, plan)
+    local ok, err = pcall(finish_logged, handle, plan, destination)
     if ok then
       sink.queued(plugin, plan.sink)
     else

@@ -196,13 +196,25 @@ function _M.body_filter()
 end
 
 
+-- Where a proxied request that no route matched went, for its log record:
+-- $auth_router_target, the default that proxy_pass (variable form) or
+-- balancer() (balancer form) used. nginx's own $proxy_host is not readable
+-- from Lua. A location that does not set the variable logs no target.
+local function destination()
+  local target = ngx.var[TARGET_VAR]
+  if target ~= "" then
+    return target
+  end
+end
+
+
 --- Context: log_by_lua*.
 function _M.log()
   local r = request_id()
   -- nil after an internal redirect dropped ngx.ctx (see access)
   local handle = ngx.ctx[HANDLE_KEY] or slot_of[r]
   slot_of[r] = nil
-  core.log(plugin, handle)
+  core.log(plugin, handle, destination)
 end
 
 

@@ -77,15 +77,19 @@ describe(PLUGIN_NAME .. ": (access) [#" .. strategy .. "]", function()
     collector = mocks.collector()
 
     local bp = helpers.get_db_utils(strategy, {
-      "routes", "services", "plugins",
+      "routes", "services", "plugins", "upstreams", "targets",
     }, { PLUGIN_NAME })
 
     local legacy = bp.services:insert {
       name = "legacy", host = "127.0.0.1", port = m.ports.legacy,
     }
+    -- the same backend behind a Kong Upstream
+    local pool = bp.upstreams:insert { name = "legacy-pool" }
+    bp.targets:insert { upstream = pool, target = "127.0.0.1:" .. m.ports.legacy }
+    local pooled = bp.services:insert { name = "pooled", host = "legacy-pool" }
 
-    local function route(host, plugin_config, extra_plugins)
-      local r = bp.routes:insert { hosts = { host }, service = legacy }
+    local function route(host, plugin_config, extra_plugins, service)
+      local r = bp.routes:insert { hosts = { host }, service = service or legacy }
       plugin_config.auth = plugin_config.auth or {}
       plugin_config.auth.url = m.auth_url
       plugin_config.auth.shared_dict = "auth_router"
@@ -117,11 +121,15 @@ describe(PLUGIN_NAME .. ": (access) [#" .. strategy .. "]", function()
       config = { minute = 2, limit_by = "credential", policy = "local" },
     } })
 
-    route("logged.test", {
-      response_headers = headers.response_headers,
-      log = { enabled = true, sink = "tcp", host = "127.0.0.1", port = collector.port,
-              flush_interval_ms = 50 },
-    })
+    local function logged()
+      return {
+        response_headers = headers.response_headers,
+        log = { enabled = true, sink = "tcp", host = "127.0.0.1", port = collector.port,
+                flush_interval_ms = 50 },
+      }
+    end
+    route("logged.test", logged())
+    route("logged-pool.test", logged(), nil, pooled)
 
     -- pre-function runs first (priority 1000000): a request carrying
     -- x-arm-panic arms the native fault hook, so auth-router's access panics.
@@ -281,17 +289,30 @@ describe(PLUGIN_NAME .. ": (access) [#" .. strategy .. "]", function()
   end)
 
   describe("logging", function()
+    -- The record of the request to `uri` among `records` (two workers: the
+    -- order may differ from the order sent).
+    local function record_of(records, uri)
+      for _, rec in ipairs(records) do
+        if rec.request.uri == uri then
+          return rec
+        end
+      end
+      error("no record for " .. uri)
+    end
+
     it("sends one record per request to a TCP collector, denied ones included", function()
       local before = #collector:records()
+      local legacy = "127.0.0.1:" .. m.ports.legacy
       local sent = {
         { token = "good-acc_log", status = 200 },
         { token = "forbid", status = 403 },
         { status = 401 },
         { token = "good-acc_log", status = 200 },
+        { token = "good-acc_log", status = 200, host = "logged-pool.test" },
       }
       for i, r in ipairs(sent) do
         local res = request("/logged/" .. i, { authorization = r.token and "Bearer " .. r.token },
-                            "logged.test")
+                            r.host or "logged.test")
         assert.res_status(r.status, res)
       end
       collector:wait_count(before + #sent, 10)
@@ -299,18 +320,22 @@ describe(PLUGIN_NAME .. ": (access) [#" .. strategy .. "]", function()
       local records = collector:records()
       assert.equal(before + #sent, #records)
       for i, r in ipairs(sent) do
-        local rec = records[before + i]
-        if rec.request.uri ~= "/logged/" .. i then -- two workers: order may differ
-          for _, other in ipairs(records) do
-            if other.request.uri == "/logged/" .. i then
-              rec = other
-            end
-          end
-        end
-        assert.equal("/logged/" .. i, rec.request.uri)
+        local rec = record_of(records, "/logged/" .. i)
         assert.equal(r.status, rec.response.status)
         if r.status == 200 then
           assert.equal("acc_log", rec.account.id)
+          -- no route of the plugin matched: where Kong's balancer sent it,
+          -- the Service's host:port or the Upstream its host names, and
+          -- nginx's own address and status
+          if r.host == "logged-pool.test" then
+            assert.same({ name = cjson.null, upstream = "legacy-pool" }, rec.route)
+          else
+            assert.same({ name = cjson.null, target = legacy }, rec.route)
+          end
+          assert.same({ addr = legacy, status = "200" }, rec.upstream)
+        else
+          assert.equal(cjson.null, rec.route)
+          assert.equal(cjson.null, rec.upstream)
         end
         if r.token then
           assert.equal("[REDACTED]", rec.request.headers.authorization)
@@ -333,7 +358,7 @@ describe(PLUGIN_NAME .. ": (access) [#" .. strategy .. "]", function()
         body = { credential = "Bearer " .. token },
       })
       local purged = cjson.decode(assert.res_status(200, res))
-      assert.equal(4, purged.purged) -- one per auth-router plugin in the config
+      assert.equal(5, purged.purged) -- one per auth-router plugin in the config
 
       -- both workers forget it: each answers once more from a fresh auth call at most
       for _ = 1, 6 do

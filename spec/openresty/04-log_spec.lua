@@ -3,7 +3,11 @@
 -- a separate luajit process speaking the tcp and http sinks).
 --
 --   * 1000 concurrent requests over 2 workers -> exactly 1000 records, each
---     with the right method, uri, status, bodies, account, route, request id
+--     with the right method, uri, status, bodies, account, route, upstream,
+--     request id
+--   * where a request went without a matched route: the default target of
+--     the variable form and of the balancer form; a default naming an nginx
+--     upstream block, with both addresses and statuses after a retry
 --   * chunked and streamed upstream responses reach the client byte-identical
 --     and undelayed, and are logged completely up to the cap; binary bodies
 --     are base64; a 10 MiB body is cut at the cap with the right body_size,
@@ -541,8 +545,18 @@ describe("auth_router.openresty log shipping (" .. WORKERS .. " workers, real co
           else
             assert.same({ name = e.route, target = route_target[e.route] }, rec.route, what)
           end
+        elseif e.account then
+          -- no route matched: proxied to $auth_router_target
+          assert.same({ name = cjson.null, target = mocks.targets.legacy }, rec.route, what)
         else
           assert.equal(cjson.null, rec.route, what)
+        end
+        -- nginx's own account of the proxying; none for a denial
+        if e.account then
+          local addr = e.route and (rec.route.target or "?") or mocks.targets.legacy
+          assert.same({ addr = addr, status = tostring(e.status) }, rec.upstream, what)
+        else
+          assert.equal(cjson.null, rec.upstream, what)
         end
         assert.is_number(rec.latencies.request, what)
         assert.is_true(rec.latencies.request >= 0, what)
@@ -709,6 +723,108 @@ describe("auth_router.openresty log shipping (" .. WORKERS .. " workers, real co
         assert.falsy(text:find(secret, 1, true), secret .. " leaked into the record: " .. text)
       end
       clean(gw, mark)
+    end)
+  end)
+
+
+  ----------------------------------------------------------------------
+  describe("where a request went (route and upstream)", function()
+    local gw, c, mark, balanced_url, retry_url, dead
+
+    -- Two more servers in the gateway's nginx, same plugin and collector:
+    -- the balancer form of design §4b with the legacy mock as its default,
+    -- and the variable form whose default names an upstream block, whose
+    -- first server refuses connections (max_fails=0: tried by every
+    -- request), so nginx retries on the backup.
+    local SERVERS = [[
+    upstream log_balanced {
+        server 0.0.0.1;   # placeholder: balancer() picks the peer
+        balancer_by_lua_block { require("auth_router.openresty").balancer() }
+    }
+    upstream log_retry {
+        server 127.0.0.1:%d max_fails=0;
+        server %s backup;
+    }
+    server {
+        listen 127.0.0.1:%d;
+        location / {
+            set $auth_router_target "%s";
+            access_by_lua_block { require("auth_router.openresty").access() }
+            log_by_lua_block    { require("auth_router.openresty").log() }
+            proxy_pass http://log_balanced;
+        }
+    }
+    server {
+        listen 127.0.0.1:%d;
+        location / {
+            set $auth_router_target "log_retry";
+            access_by_lua_block { require("auth_router.openresty").access() }
+            log_by_lua_block    { require("auth_router.openresty").log() }
+            proxy_pass http://$auth_router_target;
+        }
+    }
+]]
+
+    lazy_setup(function()
+      local ports = helpers.free_ports(3)
+      dead = "127.0.0.1:" .. ports[1]
+      local legacy = mocks.targets.legacy
+      balanced_url, retry_url = "http://127.0.0.1:" .. ports[2], "http://127.0.0.1:" .. ports[3]
+      gw, c = start_pair("where", { request_body = false, response_body = false }, {
+        http = string.format(SERVERS, ports[1], legacy, ports[2], legacy, ports[3], legacy),
+      })
+    end)
+
+    before_each(function()
+      mark = gw:log_mark()
+    end)
+
+    local function logged(url, id, token)
+      local status, _, body = helpers.request("GET", url, bearer(token or "good-where",
+                                                              { ["X-Request-Id"] = id }))
+      local rec = assert(collect(c, id, 1)[id], "no record for " .. id)
+      return status, rec, body
+    end
+
+    it("variable form: the default target, or the matched route's, and nginx's address and status",
+       function()
+      local status, rec = logged(gw.gw_url .. "/other/x?status=404", "where-default")
+      assert.equal(404, status)
+      assert.same({ name = cjson.null, target = mocks.targets.legacy }, rec.route)
+      assert.same({ addr = mocks.targets.legacy, status = "404" }, rec.upstream)
+
+      status, rec = logged(gw.gw_url .. "/send/x", "where-routed")
+      assert.equal(200, status)
+      assert.same({ name = "email", target = mocks.targets.email }, rec.route)
+      assert.same({ addr = mocks.targets.email, status = "200" }, rec.upstream)
+
+      status, rec = logged(gw.gw_url .. "/other/x", "where-denied", "deny")
+      assert.equal(401, status)
+      assert.equal(cjson.null, rec.route)
+      assert.equal(cjson.null, rec.upstream)
+      clean(gw, mark)
+    end)
+
+    it("balancer form: the $auth_router_target balancer() used", function()
+      local status, rec = logged(balanced_url .. "/other/y", "where-balanced")
+      assert.equal(200, status)
+      assert.same({ name = cjson.null, target = mocks.targets.legacy }, rec.route)
+      assert.same({ addr = mocks.targets.legacy, status = "200" }, rec.upstream)
+
+      status, rec = logged(balanced_url .. "/events/y", "where-balanced-routed")
+      assert.equal(200, status)
+      assert.same({ name = "calendar", target = mocks.targets.calendar }, rec.route)
+      assert.same({ addr = mocks.targets.calendar, status = "200" }, rec.upstream)
+      clean(gw, mark)
+    end)
+
+    it("a default naming an upstream block: its name, every address tried and each status",
+       function()
+      local status, rec, body = logged(retry_url .. "/other/z", "where-retried")
+      assert.equal(200, status, body)
+      assert.same({ name = cjson.null, target = "log_retry" }, rec.route)
+      assert.same({ addr = dead .. ", " .. mocks.targets.legacy, status = "502, 200" }, rec.upstream)
+      clean(gw, mark, { CONNECT_REFUSED })
     end)
   end)
 

@@ -59,6 +59,31 @@ local function set_balancer_host_type(host)
 end
 
 
+-- Where Kong sent a proxied request that no route matched, for its log
+-- record: the host and port its balancer used (the Service's, as resolved
+-- for this request, or another plugin's set_target), or the name of the
+-- Upstream that host names. Read from ngx.ctx.balancer_data, like the type
+-- above (there is no PDK getter for the target); pinned by
+-- spec/kong/02-access_spec.lua.
+local function destination()
+  local balancer_data = ngx.ctx.balancer_data
+  if not balancer_data then
+    return nil
+  end
+  local host, port = balancer_data.host, balancer_data.port
+  if balancer_data.upstream then
+    return nil, host
+  end
+  if not (host and port) then
+    return nil
+  end
+  if host:find(":", 1, true) and host:sub(1, 1) ~= "[" then
+    host = "[" .. host .. "]"
+  end
+  return host .. ":" .. port
+end
+
+
 -- Sends the request where the matched route says. A decision that cannot be
 -- applied (an unknown Upstream) is a 5xx with the reason logged, never a
 -- silent fallback to the configured service. kong.service.set_target returns
@@ -222,7 +247,7 @@ end
 
 
 function AuthRouterHandler:log(conf)
-  core.log(plugin_for(conf), ngx.ctx[HANDLE_KEY])
+  core.log(plugin_for(conf), ngx.ctx[HANDLE_KEY], destination)
 end
 
 

@@ -1,0 +1,398 @@
+-- Bench-only: the per-call cost of each per-request FFI entry point (the
+-- C ABI of src/ffi, declared in lua/auth_router/native.lua), called the way
+-- lua/auth_router/init.lua calls it, under plain LuaJIT with the JIT on.
+-- Issue #11 item 6. bench/micro.sh runs it after the serialize peer.
+--
+--   T=.tree   # a luarocks tree with the plugin (make tree)
+--   LUA_PATH="$T/share/lua/5.1/?.lua;$T/share/lua/5.1/?/init.lua;;" \
+--   LUA_CPATH="$T/lib/lua/5.1/?.so;;" luajit bench/ffi_calls.lua [RESULTS.tsv]
+--
+-- Setup as bench/configs.py's `hit`: 2 upstream headers, 1 response header,
+-- 20 routes that /send does not match. L1 is filled through the mlua
+-- binding, as a miss does (ar_access, then the exchange's auth_request and
+-- auth_response on a parsed 200 answer), so every ar_access below is a hit.
+-- The request's header list is 6 entries in a struct of the same layout as
+-- nginx's ngx_http_lua_ffi_table_elt_t (declared by resty.core, which needs
+-- nginx), as spec/unit/01-native_spec.lua does.
+--
+-- Each call site is one small function (call_*) copied from init.lua, so a
+-- change of the C signatures is a change of that function only. Entry
+-- points that need a fresh request (ar_access, ar_finish) run in batches of
+-- SLOTS live slots: ar_access is timed while the slots are made, ar_finish
+-- while they are freed, each without the other. The rest run on one live
+-- request. Timing: this thread's CPU time (CLOCK_THREAD_CPUTIME_ID, so time
+-- other processes take on a shared machine is not counted) around each
+-- batch of at least ~50 us, minus the measured cost of reading the clock
+-- twice (a system call, ~0.5 us here); FFI_SAMPLES samples of about
+-- FFI_SECONDS / FFI_SAMPLES each after FFI_WARMUP_SECONDS of warm-up; each
+-- sample starts after a full GC. Reported: the median sample's ns per call,
+-- and min - max. The loop's own cost is in every number; the no-op row
+-- shows it with an FFI call's.
+--
+-- Environment (defaults): FFI_WARMUP_SECONDS (0.2), FFI_SECONDS (0.5),
+-- FFI_SAMPLES (5).
+-- With RESULTS.tsv, also writes "id<TAB>median_ns<TAB>min_ns<TAB>max_ns<TAB>calls"
+-- per entry point.
+
+local ffi    = require "ffi"
+local native = require "auth_router.native"
+
+local C          = native.C
+local str_out    = native.str_out
+local NO_ROUTE   = native.NO_ROUTE
+local ffi_string = ffi.string
+
+local WARMUP_S = tonumber(os.getenv("FFI_WARMUP_SECONDS") or "") or 0.2
+local TOTAL_S  = tonumber(os.getenv("FFI_SECONDS") or "") or 0.5
+local SAMPLES  = tonumber(os.getenv("FFI_SAMPLES") or "") or 5
+local SLOTS    = 1024    -- live slots per ar_access / ar_finish batch
+local CALLS    = 16384   -- calls per batch on one live request
+local CHUNKS   = 1024    -- ar_body_chunk calls per batch (one request)
+local CHUNK    = 1024    -- bytes per ar_body_chunk call
+
+ffi.cdef [[
+  typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+  int clock_gettime(int clk_id, bench_timespec *tp);
+  int abs(int j);
+  typedef struct { int len; const unsigned char *data; } bench_ngx_str;
+  typedef struct { bench_ngx_str key; bench_ngx_str value; } bench_header;
+]]
+local libc = ffi.C
+local CLOCK_THREAD_CPUTIME_ID = 3
+local ts = ffi.new("bench_timespec")
+
+local function now_ns()
+  libc.clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts)
+  return tonumber(ts.tv_sec) * 1e9 + tonumber(ts.tv_nsec)
+end
+
+-- What two back-to-back clock reads measure: the median of many pairs.
+local CLOCK_NS
+do
+  local d = {}
+  for i = 1, 501 do
+    local t0 = now_ns()
+    d[i] = now_ns() - t0
+  end
+  table.sort(d)
+  CLOCK_NS = d[251]
+end
+
+
+---------------------------------------------------------------------------
+-- The plugin, L1 filled.
+
+local SECRET = string.rep("s", 32)
+local TOKEN  = "Bearer good-u1"
+local ACCOUNT = '{"id": "u1", "plan": "pro", "flags": {"calendar_v2": false}}'
+local NOW, START_MS = 1.7e9, 1.7e12   -- ngx.now() and the request's start, fixed
+local METHOD, PATH = "GET", "/send"
+local ALLOW, MISS = 1, 3              -- ar_access's steps
+local UPSTREAM, RESPONSE = 0, 1       -- ar_header's lists
+local CACHE_STATUS = { [0] = "none", [1] = "hit", [2] = "miss", [3] = "stale", [4] = "negative" }
+
+-- bench/configs.py's `hit`: base() with HEADERS, and unmatched(20).
+local function hit_config(log)
+  local routes = {}
+  for i = 1, 20 do
+    routes[i] = { name = string.format("r%04d", i), paths = { string.format("/r%04d/", i) },
+                  target = "127.0.0.1:" .. (10000 + i) }
+  end
+  return {
+    auth = { url = "http://127.0.0.1:9/auth", ttl_s = 3600 },
+    upstream_headers = { { name = "x-account-id", pointer = "/id" },
+                         { name = "x-account-plan", pointer = "/plan" } },
+    response_headers = { { name = "x-account-plan", pointer = "/plan" } },
+    routes = routes,
+    log = log,
+  }
+end
+
+-- The request's header list as nginx hands it to ar_access: names
+-- lowercase, values pointing into memory that outlives the bench.
+local HEADER_LIST = {
+  { "host", "127.0.0.1:8000" },
+  { "user-agent", "wrk" },
+  { "accept", "*/*" },
+  { "accept-encoding", "gzip, deflate" },
+  { "authorization", TOKEN },
+  { "x-request-id", "8c1d0f2a-1b2c-4d5e-8f90-0a1b2c3d4e5f" },
+}
+local N_HEADERS = #HEADER_LIST
+local headers = ffi.new("bench_header[?]", N_HEADERS)
+for i, h in ipairs(HEADER_LIST) do
+  headers[i - 1].key.data, headers[i - 1].key.len = h[1], #h[1]
+  headers[i - 1].value.data, headers[i - 1].value.len = h[2], #h[2]
+end
+
+local access_out = ffi.new("ar_access_out")
+
+local function check(rc, what)
+  if rc < 0 then
+    error(what .. ": " .. native.last_error(rc), 2)
+  end
+  return rc
+end
+
+-- A compiled plugin and its pointer for the C calls (as init.lua's plan.ptr).
+local function compile(conf)
+  local plugin = assert(native.compile(conf, SECRET))
+  return plugin, ffi.cast("const void *", plugin:ffi_ptr())
+end
+
+local hit_plugin, HIT = compile(hit_config(nil))
+local log_plugin, LOGGED = compile(hit_config({
+  enabled = true, sink = "tcp", host = "127.0.0.1", port = 9,
+  response_body = true, max_body_bytes = CHUNKS * CHUNK,
+}))
+
+
+---------------------------------------------------------------------------
+-- The call sites, each as init.lua makes it.
+
+-- begin(): the request URI only when logging, the path only with routes.
+local function call_access(ptr, uri)
+  local rc = C.ar_access(ptr, METHOD, #METHOD, uri, uri and #uri or 0, PATH, #PATH,
+                         START_MS, NOW, headers, N_HEADERS, access_out)
+  if rc ~= ALLOW then
+    error("ar_access: expected a hit (1), got " .. rc .. (rc < 0 and ": " .. native.last_error(rc) or ""))
+  end
+  local out = access_out
+  local route_path = out.path.ptr ~= nil and ffi_string(out.path.ptr, out.path.len) or nil
+  return out.handle, out.upstream, out.route, route_path
+end
+
+-- set_headers(): one account header, name and value copied out at once.
+local function call_header(handle, which, i)
+  local rc = C.ar_header(handle, which, i, str_out)
+  if rc < 0 then
+    error(native.last_error(rc), 0)
+  end
+  return ffi_string(str_out[0].ptr, str_out[0].len), ffi_string(str_out[1].ptr, str_out[1].len)
+end
+
+-- header_filter()
+local function call_response(handle)
+  local count = C.ar_response(handle, 200)
+  if count ~= 1 then
+    check(count, "ar_response")
+    error("ar_response: expected 1 response header, got " .. count)
+  end
+  return count
+end
+
+-- identity() (the Kong handler calls it on every allowed request)
+local function call_identity(handle)
+  local rc = C.ar_identity(handle, str_out)
+  if rc < 0 then
+    error(native.last_error(rc), 2)
+  end
+  local id = str_out[0].ptr ~= nil and ffi_string(str_out[0].ptr, str_out[0].len) or nil
+  return id, CACHE_STATUS[rc]
+end
+
+-- refuse()
+local function call_refuse(handle)
+  C.ar_refuse(handle)
+end
+
+-- body_filter(), response bodies logged (otherwise it makes no native call)
+local function call_body_chunk(handle, chunk)
+  local rc = C.ar_body_chunk(handle, chunk, chunk and #chunk or 0)
+  if rc < 0 then
+    error(native.last_error(rc))
+  end
+end
+
+-- decide(), after a miss was allowed
+local function call_route(handle, path)
+  local route_path
+  local route_index = C.ar_route(handle, path, #path, str_out)
+  if route_index >= 0 and str_out[0].ptr ~= nil then
+    route_path = ffi_string(str_out[0].ptr, str_out[0].len)
+  elseif route_index < 0 and route_index ~= NO_ROUTE then
+    error(native.last_error(route_index), 0)
+  end
+  return route_index, route_path
+end
+
+-- log(), logging off
+local function call_finish(handle)
+  local rc = C.ar_finish(handle)
+  if rc < 0 then
+    error(native.last_error(rc))
+  end
+end
+
+-- the cheapest export: a call through the same wrapper, no request
+local function call_live_slots()
+  return C.ar_live_slots()
+end
+
+-- a no-op FFI call, for the call and loop overhead
+local function call_noop()
+  return libc.abs(-1)
+end
+
+
+-- Fills L1 of `plugin` for TOKEN: a miss, then the auth answer through the
+-- mlua binding, as init.lua's fetch() does after the auth call.
+local function fill_l1(ptr, uri)
+  local rc = C.ar_access(ptr, METHOD, #METHOD, uri, uri and #uri or 0, PATH, #PATH,
+                         START_MS, NOW, headers, N_HEADERS, access_out)
+  assert(rc == MISS, "the first request must miss, got " .. rc)
+  local handle = access_out.handle
+  local x = native.exchange(handle)
+  assert(#x:auth_request() > 0)
+  local parser = native.response_parser(1024 * 1024)
+  local complete, err = parser:feed("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    .. "Content-Length: " .. #ACCOUNT .. "\r\n\r\n" .. ACCOUNT)
+  assert(complete, err or "incomplete auth answer")
+  local step = x:auth_response(parser, nil, NOW, 1.0)
+  assert(step == "allow", "auth answer: " .. tostring(step))
+  check(C.ar_finish(handle), "ar_finish")
+end
+
+fill_l1(HIT, nil)
+fill_l1(LOGGED, "/send?x=1")
+
+-- Check once, outside the loops, that each call does what it is timed for.
+do
+  local h, upstream, route = call_access(HIT, nil)
+  assert(upstream == 2 and route == -1, "hit: 2 upstream headers, no route")
+  local n0, v0 = call_header(h, UPSTREAM, 0)
+  local n1, v1 = call_header(h, UPSTREAM, 1)
+  assert(n0 == "x-account-id" and v0 == "u1" and n1 == "x-account-plan" and v1 == "pro")
+  assert(call_response(h) == 1)
+  local rn, rv = call_header(h, RESPONSE, 0)
+  assert(rn == "x-account-plan" and rv == "pro")
+  local id, cache = call_identity(h)
+  assert(id == "u1" and cache == "hit", tostring(id) .. " " .. tostring(cache))
+  assert(call_route(h, PATH) == NO_ROUTE)
+  call_refuse(h)
+  call_finish(h)
+  assert(call_live_slots() == 0, "a slot leaked")
+end
+
+
+---------------------------------------------------------------------------
+-- Cases. Each: calls per batch; prepare() (untimed) -> state; run(n, state)
+-- (timed, n calls); finish(state) (untimed). Each run is its own loop, so
+-- LuaJIT compiles one trace per entry point.
+
+local handles = ffi.new("double[?]", SLOTS)
+local CHUNK_DATA = string.rep("c", CHUNK)
+
+local function one_hit()
+  return (call_access(HIT, nil))
+end
+
+local cases = {
+  { id = "noop", what = "no-op FFI call (libc `abs`)", batch = CALLS,
+    run = function(n) for _ = 1, n do call_noop() end end },
+  { id = "ar_live_slots", what = "`ar_live_slots` (cheapest export: the wrapper alone)", batch = CALLS,
+    run = function(n) for _ = 1, n do call_live_slots() end end },
+  { id = "ar_access", what = "`ar_access`, L1 hit, 6 headers, 20 routes (+ reading `ar_access_out`)",
+    batch = SLOTS,
+    run = function(n) for i = 0, n - 1 do handles[i] = call_access(HIT, nil) end end,
+    finish = function() for i = 0, SLOTS - 1 do call_finish(handles[i]) end end },
+  { id = "ar_header", what = "`ar_header`, upstream list (+ `ffi.string` of name and value)", batch = CALLS,
+    prepare = one_hit,
+    run = function(n, h) for i = 1, n do call_header(h, UPSTREAM, i % 2) end end,
+    finish = call_finish },
+  { id = "ar_response", what = "`ar_response` (status; 1 response header)", batch = CALLS,
+    prepare = one_hit,
+    run = function(n, h) for _ = 1, n do call_response(h) end end,
+    finish = call_finish },
+  { id = "ar_identity", what = "`ar_identity` (+ `ffi.string` of the account id)", batch = CALLS,
+    prepare = one_hit,
+    run = function(n, h) for _ = 1, n do call_identity(h) end end,
+    finish = call_finish },
+  { id = "ar_refuse", what = "`ar_refuse`", batch = CALLS,
+    prepare = one_hit,
+    run = function(n, h) for _ = 1, n do call_refuse(h) end end,
+    finish = call_finish },
+  { id = "ar_route", what = "`ar_route`, 20 routes, none matches /send", batch = CALLS,
+    prepare = one_hit,
+    run = function(n, h) for _ = 1, n do call_route(h, PATH) end end,
+    finish = call_finish },
+  { id = "ar_body_chunk", what = "`ar_body_chunk`, 1 KiB chunk copied (response body logged)",
+    batch = CHUNKS,
+    prepare = function() return (call_access(LOGGED, "/send?x=1")) end,
+    run = function(n, h) for _ = 1, n do call_body_chunk(h, CHUNK_DATA) end end,
+    finish = call_finish },
+  { id = "ar_finish", what = "`ar_finish` (logging off: closes the exchange, frees the slot)",
+    batch = SLOTS,
+    prepare = function() for i = 0, SLOTS - 1 do handles[i] = call_access(HIT, nil) end end,
+    run = function(n) for i = 0, n - 1 do call_finish(handles[i]) end end },
+}
+
+
+---------------------------------------------------------------------------
+-- Timing.
+
+-- One batch: the timed nanoseconds of `case.batch` calls.
+local function batch(case)
+  local state = case.prepare and case.prepare() or nil
+  local t0 = now_ns()
+  case.run(case.batch, state)
+  local dt = math.max(0, now_ns() - t0 - CLOCK_NS)
+  if case.finish then
+    case.finish(state)
+  end
+  return dt
+end
+
+-- Batches until `seconds` of timed time; returns ns per call and calls.
+local function sample(case, seconds)
+  local spent, calls = 0, 0
+  repeat
+    spent = spent + batch(case)
+    calls = calls + case.batch
+  until spent >= seconds * 1e9
+  return spent / calls, calls
+end
+
+local function measure(case)
+  sample(case, WARMUP_S)
+  local ns, total = {}, 0
+  for s = 1, SAMPLES do
+    collectgarbage("collect")
+    local per, calls = sample(case, TOTAL_S / SAMPLES)
+    ns[s], total = per, total + calls
+  end
+  if call_live_slots() ~= 0 then
+    error(case.id .. ": slots leaked")
+  end
+  table.sort(ns)
+  local median = SAMPLES % 2 == 1 and ns[(SAMPLES + 1) / 2]
+    or (ns[SAMPLES / 2] + ns[SAMPLES / 2 + 1]) / 2
+  return median, ns[1], ns[SAMPLES], total
+end
+
+
+---------------------------------------------------------------------------
+-- Main.
+
+local tsv = arg[1] and assert(io.open(arg[1], "wb"))
+
+print(string.format("%s (JIT %s); thread CPU time (clock pair %.0f ns, subtracted); warm-up %gs, "
+  .. "%d samples over ~%gs per entry point", jit and jit.version or _VERSION,
+  jit and jit.status() and "on" or "off", CLOCK_NS, WARMUP_S, SAMPLES, TOTAL_S))
+print()
+print("| entry point, as lua/auth_router/init.lua calls it | ns/call (median) | min - max | calls |")
+print("|---|---:|---:|---:|")
+for _, case in ipairs(cases) do
+  local med, lo, hi, calls = measure(case)
+  print(string.format("| %s | %.1f | %.1f - %.1f | %d |", case.what, med, lo, hi, calls))
+  io.stdout:flush()
+  if tsv then
+    tsv:write(string.format("%s\t%.2f\t%.2f\t%.2f\t%d\n", case.id, med, lo, hi, calls))
+    tsv:flush()
+  end
+end
+if tsv then
+  tsv:close()
+end
+-- the plugins stay referenced until here (their pointers are in the calls)
+assert(hit_plugin and log_plugin)
