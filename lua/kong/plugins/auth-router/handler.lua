@@ -18,6 +18,8 @@ local HEADERS       = require("kong.constants").HEADERS
 local kong       = kong
 local ngx        = ngx
 local pcall      = pcall
+local ipairs     = ipairs
+local setmetatable = setmetatable
 local null       = ngx.null
 local plugin_for = plugin_config.plugin_for
 
@@ -236,13 +238,52 @@ function AuthRouterHandler:access(conf)
 end
 
 
-function AuthRouterHandler:header_filter(conf)
-  core.header_filter(plugin_for(conf), ngx.ctx[HANDLE_KEY])
-end
+-- header_filter and body_filter are offered to Kong only when a config in
+-- force needs them (see configure): Kong runs a plugin's handler for a
+-- phase on every request that collects the plugin, at a cost of its own
+-- (plugin context, namespaced log, instrumentation), and it asks the
+-- handler table for the phase on each request, so a phase no config needs
+-- costs nothing. log always runs: it frees the request's native state.
+local later = {
+  header_filter = function(_, conf)
+    core.header_filter(plugin_for(conf), ngx.ctx[HANDLE_KEY])
+  end,
+  body_filter = function(_, conf)
+    core.body_filter(plugin_for(conf), ngx.ctx[HANDLE_KEY])
+  end,
+}
+-- Until configure has run: every phase.
+local offered = { header_filter = true, body_filter = true }
+
+setmetatable(AuthRouterHandler, {
+  __index = function(_, phase)
+    if offered[phase] then
+      return later[phase]
+    end
+  end,
+})
 
 
-function AuthRouterHandler:body_filter(conf)
-  core.body_filter(plugin_for(conf), ngx.ctx[HANDLE_KEY])
+-- Kong calls configure on every worker with all of this plugin's configs
+-- (nil when there are none) whenever they change, before requests use
+-- them. It compiles each one now rather than on a request, and works out
+-- which later phases they need: header_filter for response headers or the
+-- status a log record carries, body_filter for logged response bodies.
+-- A config that does not compile keeps both (access answers 500 for it).
+function AuthRouterHandler:configure(configs)
+  local headers, bodies = false, false
+  for _, conf in ipairs(configs or {}) do
+    local plugin = plugin_for(conf)
+    local c = plugin and plugin:config()
+    if not c then
+      headers, bodies = true, true
+    else
+      local logged = c.log.enabled
+      headers = headers or logged or #c.response_headers > 0
+      bodies = bodies or (logged and c.log.response_body)
+    end
+  end
+  offered.header_filter, offered.body_filter = headers, bodies
 end
 
 
