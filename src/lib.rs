@@ -30,7 +30,6 @@ pub mod queue;
 pub mod recorder;
 pub mod redact;
 pub mod routing;
-pub mod schema;
 pub mod stats;
 
 /// The plugin version; the rockspec and the Kong handler carry the same one.
@@ -40,6 +39,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 mod lua {
     use crate::auth::AuthError;
     use crate::cache::CacheKey;
+    use crate::config::fields::FieldError;
     use crate::config::{self, ConfigError, Sink};
     use crate::exchange::Exchange;
     use crate::ffi::slots::{self, Live};
@@ -457,7 +457,7 @@ mod lua {
             LuaValue::String(s) => config::compile_json(&s.to_string_lossy()),
             other => match lua.from_value::<serde_json::Value>(other) {
                 Ok(v) => config::compile(v),
-                Err(e) => Err(ConfigError::Invalid(vec![crate::schema::FieldError {
+                Err(e) => Err(ConfigError::Invalid(vec![FieldError {
                     path: "config".into(),
                     message: format!("cannot be read: {e}"),
                 }])),

@@ -5,7 +5,7 @@
 //! once, each naming its field the way Kong's Admin API does (`routes[2].target`,
 //! 1-based like Lua). The walker also writes the normalized config (defaults
 //! filled, absent optional fields as `null`) as it reads, so the defaults live in
-//! exactly one place: the calls in `config.rs`.
+//! exactly one place: the calls in `config/mod.rs`.
 
 use serde_json::{Map, Value};
 use std::fmt;

@@ -4,7 +4,9 @@
 //! `compile` is the single source of truth for defaults and checks; Kong's
 //! `schema.lua` declares the same fields and delegates these semantic checks here.
 
-use crate::schema::{
+pub mod fields;
+
+use fields::{
     array_of, boolean, integer, nonempty_string, number, one_of, string, strings, Check,
     FieldError, Fields,
 };
