@@ -10,7 +10,7 @@
 //! redacted credentials and a repeated `set-cookie`. The output buffer is
 //! reused across iterations, as the log phase does for one record at a time.
 
-use auth_router_native::logrec::{write, BodyView, Record, Side};
+use auth_router_native::log::record::{write, BodyView, Record, Side};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const SIZES: [(usize, &str); 2] = [(1024, "1KiB"), (64 * 1024, "64KiB")];

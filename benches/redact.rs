@@ -10,7 +10,7 @@
 //! the top, so the tokenizer checks every key and masks a handful of values.
 //! The output buffer is reused across iterations, as the log phase does.
 
-use auth_router_native::redact::{Redactor, MASK};
+use auth_router_native::log::redact::{Redactor, MASK};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
 

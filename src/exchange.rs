@@ -5,9 +5,9 @@
 //! native state, without per-request Lua tables.
 
 use crate::auth::{Account, AuthError, Denial};
-use crate::body::Capture;
 use crate::cache::{CacheKey, Verdict};
 use crate::config::{Destination, Route};
+use crate::log::body::Capture;
 use crate::stats;
 use std::borrow::Cow;
 use std::sync::Arc;

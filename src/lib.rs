@@ -17,18 +17,14 @@
 )]
 
 pub mod auth;
-pub mod body;
 pub mod cache;
 pub mod config;
 pub mod exchange;
 pub mod fault;
 pub mod ffi;
 pub mod http1;
-pub mod logrec;
+pub mod log;
 pub mod plugin;
-pub mod queue;
-pub mod recorder;
-pub mod redact;
 pub mod routing;
 pub mod stats;
 
@@ -44,8 +40,8 @@ mod lua {
     use crate::exchange::Exchange;
     use crate::ffi::slots::{self, Live};
     use crate::http1::{Progress, ResponseParser};
+    use crate::log::recorder::LogMeta;
     use crate::plugin::{Plugin, Step};
-    use crate::recorder::LogMeta;
     use crate::{fault, stats, VERSION};
     use mlua::prelude::*;
     use mlua::{UserData, UserDataMethods, Variadic};

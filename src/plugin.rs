@@ -17,7 +17,7 @@ use crate::cache::{Cache, CacheKey, Entry, KeyDeriver, Verdict};
 use crate::config::{AuthMethod, Config, Destination};
 use crate::exchange::{CacheStatus, Exchange};
 use crate::http1::{self, Response};
-use crate::recorder::Recorder;
+use crate::log::recorder::Recorder;
 use crate::routing::{self, Router};
 use crate::stats;
 use std::borrow::Cow;

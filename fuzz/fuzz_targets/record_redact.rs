@@ -16,11 +16,11 @@
 #![no_main]
 
 use auth_router_fuzz::{gen_body, gen_str, redact_value, FIELDS};
-use auth_router_native::body::Capture;
 use auth_router_native::config;
 use auth_router_native::exchange::Exchange;
-use auth_router_native::recorder::{LogMeta, Recorder};
-use auth_router_native::redact::{body_kind, BodyKind, Redactor, MASK};
+use auth_router_native::log::body::Capture;
+use auth_router_native::log::recorder::{LogMeta, Recorder};
+use auth_router_native::log::redact::{body_kind, BodyKind, Redactor, MASK};
 use base64::Engine as _;
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 use libfuzzer_sys::fuzz_target;

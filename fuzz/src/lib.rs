@@ -7,8 +7,8 @@ use auth_router_native::auth::Account;
 use auth_router_native::cache::Verdict;
 use auth_router_native::config::{self, Config, ConfigError, Sink};
 use auth_router_native::exchange::CacheStatus;
+use auth_router_native::log::recorder::LogMeta;
 use auth_router_native::plugin::{Plugin, Step};
-use auth_router_native::recorder::LogMeta;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -187,7 +187,7 @@ pub fn redact_value(v: &mut Value, fields: &[String]) {
         Value::Object(m) => {
             for (k, val) in m.iter_mut() {
                 if fields.iter().any(|f| f.eq_ignore_ascii_case(k)) {
-                    *val = Value::String(auth_router_native::redact::MASK.into());
+                    *val = Value::String(auth_router_native::log::redact::MASK.into());
                 } else {
                     redact_value(val, fields);
                 }

@@ -5,13 +5,13 @@
 //! (credential headers always), and listed body fields at any depth in JSON
 //! and form bodies, also when a body was cut at `max_body_bytes`.
 
-use crate::body::{self, Capture};
 use crate::config::{HttpUrl, Log, Route, Sink};
 use crate::exchange::Exchange;
 use crate::http1;
-use crate::logrec::{self, BodyView, Record, Side};
-use crate::queue::{Framing, Queue, QueueCounters};
-use crate::redact::{self, BodyKind, Redactor, MASK};
+use crate::log::body::{self, Capture};
+use crate::log::queue::{Framing, Queue, QueueCounters};
+use crate::log::record::{self, BodyView, Record, Side};
+use crate::log::redact::{self, BodyKind, Redactor, MASK};
 use crate::stats;
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -68,7 +68,7 @@ pub struct Recorder {
 pub enum RecordError {
     /// Serialization failed.
     #[error(transparent)]
-    Serialize(#[from] logrec::LogrecError),
+    Serialize(#[from] record::LogrecError),
     /// The recorder was already borrowed (a re-entrant call; not expected).
     #[error("log recorder busy")]
     Busy,
@@ -201,7 +201,7 @@ impl Recorder {
             .try_borrow_mut()
             .map_err(|_| RecordError::Busy)?;
         buf.clear();
-        logrec::write(&rec, &mut buf)?;
+        record::write(&rec, &mut buf)?;
         self.with_queue(|q| q.push(&buf)).ok_or(RecordError::Busy)
     }
 
