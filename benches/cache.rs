@@ -13,7 +13,7 @@
 //! derivation (BLAKE3 of the credential) is not included: it does not depend
 //! on the cache size. Every timed lookup asserts it found an allowed entry.
 
-use auth_router_native::cache::{CacheKey, Verdict};
+use auth_router_native::auth::cache::{CacheKey, Verdict};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 
 #[path = "support/l1.rs"]

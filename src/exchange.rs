@@ -4,8 +4,8 @@
 //! It holds what the log record needs so the record is built straight from
 //! native state, without per-request Lua tables.
 
-use crate::auth::{Account, AuthError, Denial};
-use crate::cache::{CacheKey, Verdict};
+use crate::auth::cache::{CacheKey, Verdict};
+use crate::auth::verdict::{Account, AuthError, Denial};
 use crate::config::{Destination, Route};
 use crate::log::body::Capture;
 use crate::stats;

@@ -17,14 +17,12 @@
 )]
 
 pub mod auth;
-pub mod cache;
 pub mod config;
 pub mod exchange;
 pub mod fault;
 pub mod ffi;
 pub mod http1;
 pub mod log;
-pub mod plugin;
 pub mod routing;
 pub mod stats;
 
@@ -33,15 +31,15 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[cfg(feature = "lua")]
 mod lua {
-    use crate::auth::AuthError;
-    use crate::cache::CacheKey;
+    use crate::auth::cache::CacheKey;
+    use crate::auth::flow::{Plugin, Step};
+    use crate::auth::verdict::AuthError;
     use crate::config::fields::FieldError;
     use crate::config::{self, ConfigError, Sink};
     use crate::exchange::Exchange;
     use crate::ffi::slots::{self, Live};
     use crate::http1::{Progress, ResponseParser};
     use crate::log::recorder::LogMeta;
-    use crate::plugin::{Plugin, Step};
     use crate::{fault, stats, VERSION};
     use mlua::prelude::*;
     use mlua::{UserData, UserDataMethods, Variadic};

@@ -7,12 +7,12 @@
 //! ar_response, ar_finish. Configs as the benchmark's `hit` and
 //! `hit-routed` variants (bench/configs.py).
 
+use auth_router_native::auth::flow::{Plugin, Step};
 use auth_router_native::config::compile;
 use auth_router_native::ffi::{
     ar_access, ar_finish, ar_header, ar_response, ArAccess, ArStr, NgxHeader, NgxStr,
 };
 use auth_router_native::http1::Response;
-use auth_router_native::plugin::{Plugin, Step};
 use serde_json::{json, Value};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

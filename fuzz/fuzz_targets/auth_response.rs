@@ -8,16 +8,16 @@
 //! Oracles: the verdict follows the status; the TTL is finite, never negative
 //! and never above the configured one; an account has a non-empty id and
 //! only safe header values, named by the config; an L2 entry decodes to what
-//! was encoded; the plugin's steps agree with `auth::interpret` and a cached
+//! was encoded; the plugin's steps agree with `verdict::interpret` and a cached
 //! verdict is served from L1 and from L2; any decodable L2 value (here the
 //! body) holds the same invariants and re-encodes to itself.
 #![no_main]
 
-use auth_router_native::auth::{self, AuthError};
-use auth_router_native::cache::{Entry, Verdict};
+use auth_router_native::auth::cache::{Entry, Verdict};
+use auth_router_native::auth::flow::{Plugin, Step, MAX_AUTH_RESPONSE_BYTES};
+use auth_router_native::auth::verdict::{self, AuthError};
 use auth_router_native::config::{self, Config, HeaderSource};
 use auth_router_native::http1::ResponseParser;
-use auth_router_native::plugin::{Plugin, Step, MAX_AUTH_RESPONSE_BYTES};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 use std::sync::OnceLock;
@@ -58,7 +58,10 @@ fn check_entry(c: &Config, e: &Entry) {
             );
             let rules = |list: &[(u16, Box<str>)], cfg: &[config::HeaderRule]| {
                 for (i, value) in list {
-                    assert!(auth::is_safe_header_value(value), "rule {i}: unsafe value");
+                    assert!(
+                        verdict::is_safe_header_value(value),
+                        "rule {i}: unsafe value"
+                    );
                     assert!(usize::from(*i) < cfg.len(), "rule {i}: not configured");
                 }
                 // Constants always render.
@@ -81,7 +84,7 @@ fn check_entry(c: &Config, e: &Entry) {
                 d.status
             );
             if let Some(w) = &d.www_authenticate {
-                assert!(auth::is_safe_header_value(w), "unsafe WWW-Authenticate");
+                assert!(verdict::is_safe_header_value(w), "unsafe WWW-Authenticate");
             }
         }
     }
@@ -106,10 +109,10 @@ fuzz_target!(|data: &[u8]| {
         + f64::from(u16::from_le_bytes([*m0, *m1]) % 1000) / 1000.0;
 
     // Any bytes that happen to be an L2 value.
-    if let Some(e) = auth::decode_entry(raw, c) {
+    if let Some(e) = verdict::decode_entry(raw, c) {
         check_entry(c, &e);
         assert_eq!(
-            auth::decode_entry(auth::encode_entry(&e).as_bytes(), c),
+            verdict::decode_entry(verdict::encode_entry(&e).as_bytes(), c),
             Some(e)
         );
     }
@@ -122,7 +125,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
 
-    let answer = auth::interpret(c, &resp, now);
+    let answer = verdict::interpret(c, &resp, now);
     let a = &c.auth;
     match &answer {
         Ok(ans) => {
@@ -141,7 +144,7 @@ fuzz_target!(|data: &[u8]| {
                 &Entry::new(ans.verdict.clone(), now, ans.ttl, a.stale_ttl_s),
             );
             let e = Entry::new(ans.verdict.clone(), now, ans.ttl, a.stale_ttl_s);
-            let decoded = auth::decode_entry(auth::encode_entry(&e).as_bytes(), c);
+            let decoded = verdict::decode_entry(verdict::encode_entry(&e).as_bytes(), c);
             assert_eq!(decoded, Some(e), "L2 round trip");
         }
         Err(AuthError::Status(s)) => {

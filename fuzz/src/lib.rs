@@ -3,12 +3,12 @@
 //! Each `check_*` function panics (the fuzzer's crash signal) when a property
 //! of the native core does not hold; the targets only turn bytes into inputs.
 
-use auth_router_native::auth::Account;
-use auth_router_native::cache::Verdict;
+use auth_router_native::auth::cache::Verdict;
+use auth_router_native::auth::flow::{Plugin, Step};
+use auth_router_native::auth::verdict::Account;
 use auth_router_native::config::{self, Config, ConfigError, Sink};
 use auth_router_native::exchange::CacheStatus;
 use auth_router_native::log::recorder::LogMeta;
-use auth_router_native::plugin::{Plugin, Step};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -109,7 +109,7 @@ fn check_usable(c: &Config) {
         .iter()
         .chain(&account.response_headers)
     {
-        assert!(auth_router_native::auth::is_safe_header_value(v));
+        assert!(auth_router_native::auth::verdict::is_safe_header_value(v));
     }
     ex.set_verdict(Verdict::Allow(Arc::new(account)), CacheStatus::Miss);
     if let Some(action) = p.route(&mut ex, b"/send/x", Some(b"v1")) {

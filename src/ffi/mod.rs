@@ -18,8 +18,8 @@
 
 pub mod slots;
 
+use crate::auth::flow::{Plugin, Step};
 use crate::exchange::CacheStatus;
-use crate::plugin::{Plugin, Step};
 use crate::{fault, stats};
 use slots::SlotError;
 use std::borrow::Cow;

@@ -9,8 +9,8 @@
 //! (counted), since a request whose log phase did not run (an internal
 //! redirect to a location without the log handler) can leave one behind.
 
+use crate::auth::flow::Plugin;
 use crate::exchange::Exchange;
-use crate::plugin::Plugin;
 use crate::stats;
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -12,8 +12,8 @@
 //! auth_request ─▶ [Lua: cosocket] ─▶ auth_response ─▶ Allow / Deny / stale / Failed
 //! ```
 
-use crate::auth::{self, AuthError};
-use crate::cache::{Cache, CacheKey, Entry, KeyDeriver, Verdict};
+use crate::auth::cache::{Cache, CacheKey, Entry, KeyDeriver, Verdict};
+use crate::auth::verdict::{self, AuthError};
 use crate::config::{AuthMethod, Config, Destination};
 use crate::exchange::{CacheStatus, Exchange};
 use crate::http1::{self, Response};
@@ -109,7 +109,7 @@ fn scope(config: &Config) -> Vec<u8> {
             let _ = write!(s, "|{list}:{}={:?}", rule.name.as_str(), rule.source);
         }
     }
-    for p in auth::routed_pointers(config) {
+    for p in verdict::routed_pointers(config) {
         let _ = write!(s, "|a:{p}");
     }
     if let Some(c) = &config.consumer {
@@ -317,7 +317,7 @@ impl Plugin {
         let Some(key) = ex.pending_key() else {
             return Step::Miss;
         };
-        let Some(entry) = auth::decode_entry(value, &self.config) else {
+        let Some(entry) = verdict::decode_entry(value, &self.config) else {
             return Step::Miss;
         };
         let fresh = entry.is_fresh(now);
@@ -369,7 +369,7 @@ impl Plugin {
         now: f64,
     ) -> (Step, Option<SharedWrite>) {
         stats::AUTH_CALLS.incr();
-        let answer = response.and_then(|r| auth::interpret(&self.config, r, now));
+        let answer = response.and_then(|r| verdict::interpret(&self.config, r, now));
         let Some(key) = ex.pending_key() else {
             return (Step::Failed, None);
         };
@@ -385,7 +385,7 @@ impl Plugin {
                         self.config.auth.stale_ttl_s,
                     );
                     write = Some(SharedWrite {
-                        value: auth::encode_entry(&entry),
+                        value: verdict::encode_entry(&entry),
                         ttl: answer.ttl + self.config.auth.stale_ttl_s,
                     });
                     self.with_cache(|c| c.put(key, entry, now));

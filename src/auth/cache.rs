@@ -6,7 +6,7 @@
 //! served, but only when the auth service fails. Time is passed in (seconds,
 //! fractions allowed, as `ngx.now()`), so the cache reads no clock.
 
-use crate::auth::{Account, Denial};
+use crate::auth::verdict::{Account, Denial};
 use lru::LruCache;
 use siphasher::sip128::{Hasher128, SipHasher24};
 use std::hash::Hasher;

@@ -2,7 +2,7 @@
 //! lifetime, builds the account's header values once per cache fill, and
 //! encodes entries for the shared dict (L2).
 
-use crate::cache::{Entry, Verdict};
+use crate::auth::cache::{Entry, Verdict};
 use crate::config::{Config, HeaderRule, HeaderSource, MAX_HEADER_VALUE_BYTES};
 use crate::http1::Response;
 use serde_json::{json, Value};
@@ -336,7 +336,7 @@ fn decode_headers(v: Option<&Value>, rules: &[HeaderRule]) -> Option<Box<[Header
 /// An entry [`interpret`] could not have produced (an empty account id, a
 /// header rule the config does not have, a header value or a
 /// `WWW-Authenticate` with CR, LF or NUL) is not one either. The cache key
-/// covers the header rules and routed pointers (see `plugin::scope`), so
+/// covers the header rules and routed pointers (see `flow::scope`), so
 /// an entry is only ever read under the config that wrote it.
 pub fn decode_entry(text: &[u8], config: &Config) -> Option<Entry> {
     let v: Value = serde_json::from_slice(text).ok()?;
