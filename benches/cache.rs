@@ -13,7 +13,8 @@
 //! derivation (BLAKE3 of the credential) is not included: it does not depend
 //! on the cache size. Every timed lookup asserts it found an allowed entry.
 
-use auth_router_native::auth::cache::{CacheKey, Verdict};
+use auth_router_native::auth::key::CacheKey;
+use auth_router_native::auth::verdict::Verdict;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 
 #[path = "support/l1.rs"]

@@ -4,8 +4,9 @@
 //! It holds what the log record needs so the record is built straight from
 //! native state, without per-request Lua tables.
 
-use crate::auth::cache::{CacheKey, Verdict};
-use crate::auth::verdict::{Account, AuthError, Denial};
+use crate::auth::key::CacheKey;
+use crate::auth::verdict::{Account, Denial, Verdict};
+use crate::auth::AuthError;
 use crate::config::{Destination, Route};
 use crate::log::body::Capture;
 use crate::stats;

@@ -31,9 +31,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[cfg(feature = "lua")]
 mod lua {
-    use crate::auth::cache::CacheKey;
     use crate::auth::flow::{Plugin, Step};
-    use crate::auth::verdict::AuthError;
+    use crate::auth::key::CacheKey;
+    use crate::auth::AuthError;
     use crate::config::fields::FieldError;
     use crate::config::{self, ConfigError, Sink};
     use crate::exchange::Exchange;

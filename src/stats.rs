@@ -150,8 +150,8 @@ pub static ALL: [&Counter; 32] = [
 ];
 
 /// Counts an auth failure under its kind.
-pub fn count_auth_error(err: &crate::auth::verdict::AuthError) {
-    use crate::auth::verdict::AuthError as E;
+pub fn count_auth_error(err: &crate::auth::AuthError) {
+    use crate::auth::AuthError as E;
     match err {
         E::Unreachable => AUTH_ERRORS_UNREACHABLE.incr(),
         E::Timeout => AUTH_ERRORS_TIMEOUT.incr(),

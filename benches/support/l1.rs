@@ -6,8 +6,9 @@
 // Each bench includes this file and uses part of it.
 #![allow(dead_code)]
 
-use auth_router_native::auth::cache::{Cache, CacheKey, Entry, KeyDeriver, Verdict};
-use auth_router_native::auth::verdict::Account;
+use auth_router_native::auth::cache::{Cache, Entry};
+use auth_router_native::auth::key::{CacheKey, KeyDeriver};
+use auth_router_native::auth::verdict::{Account, Verdict};
 use auth_router_native::config::{self, Config};
 use serde_json::{json, Value};
 use std::sync::Arc;

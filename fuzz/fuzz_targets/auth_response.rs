@@ -13,9 +13,10 @@
 //! body) holds the same invariants and re-encodes to itself.
 #![no_main]
 
-use auth_router_native::auth::cache::{Entry, Verdict};
+use auth_router_native::auth::cache::Entry;
 use auth_router_native::auth::flow::{Plugin, Step, MAX_AUTH_RESPONSE_BYTES};
-use auth_router_native::auth::verdict::{self, AuthError};
+use auth_router_native::auth::verdict::{self, Verdict};
+use auth_router_native::auth::{shared, AuthError};
 use auth_router_native::config::{self, Config, HeaderSource};
 use auth_router_native::http1::ResponseParser;
 use libfuzzer_sys::fuzz_target;
@@ -109,10 +110,10 @@ fuzz_target!(|data: &[u8]| {
         + f64::from(u16::from_le_bytes([*m0, *m1]) % 1000) / 1000.0;
 
     // Any bytes that happen to be an L2 value.
-    if let Some(e) = verdict::decode_entry(raw, c) {
+    if let Some(e) = shared::decode_entry(raw, c) {
         check_entry(c, &e);
         assert_eq!(
-            verdict::decode_entry(verdict::encode_entry(&e).as_bytes(), c),
+            shared::decode_entry(shared::encode_entry(&e).as_bytes(), c),
             Some(e)
         );
     }
@@ -144,7 +145,7 @@ fuzz_target!(|data: &[u8]| {
                 &Entry::new(ans.verdict.clone(), now, ans.ttl, a.stale_ttl_s),
             );
             let e = Entry::new(ans.verdict.clone(), now, ans.ttl, a.stale_ttl_s);
-            let decoded = verdict::decode_entry(verdict::encode_entry(&e).as_bytes(), c);
+            let decoded = shared::decode_entry(shared::encode_entry(&e).as_bytes(), c);
             assert_eq!(decoded, Some(e), "L2 round trip");
         }
         Err(AuthError::Status(s)) => {

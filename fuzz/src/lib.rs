@@ -3,9 +3,8 @@
 //! Each `check_*` function panics (the fuzzer's crash signal) when a property
 //! of the native core does not hold; the targets only turn bytes into inputs.
 
-use auth_router_native::auth::cache::Verdict;
 use auth_router_native::auth::flow::{Plugin, Step};
-use auth_router_native::auth::verdict::Account;
+use auth_router_native::auth::verdict::{Account, Verdict};
 use auth_router_native::config::{self, Config, ConfigError, Sink};
 use auth_router_native::exchange::CacheStatus;
 use auth_router_native::log::recorder::LogMeta;

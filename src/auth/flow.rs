@@ -12,8 +12,10 @@
 //! auth_request ─▶ [Lua: cosocket] ─▶ auth_response ─▶ Allow / Deny / stale / Failed
 //! ```
 
-use crate::auth::cache::{Cache, CacheKey, Entry, KeyDeriver, Verdict};
-use crate::auth::verdict::{self, AuthError};
+use crate::auth::cache::{Cache, Entry};
+use crate::auth::key::{CacheKey, KeyDeriver};
+use crate::auth::verdict::{self, Verdict};
+use crate::auth::{shared, AuthError};
 use crate::config::{AuthMethod, Config, Destination};
 use crate::exchange::{CacheStatus, Exchange};
 use crate::http1::{self, Response};
@@ -317,7 +319,7 @@ impl Plugin {
         let Some(key) = ex.pending_key() else {
             return Step::Miss;
         };
-        let Some(entry) = verdict::decode_entry(value, &self.config) else {
+        let Some(entry) = shared::decode_entry(value, &self.config) else {
             return Step::Miss;
         };
         let fresh = entry.is_fresh(now);
@@ -385,7 +387,7 @@ impl Plugin {
                         self.config.auth.stale_ttl_s,
                     );
                     write = Some(SharedWrite {
-                        value: verdict::encode_entry(&entry),
+                        value: shared::encode_entry(&entry),
                         ttl: answer.ttl + self.config.auth.stale_ttl_s,
                     });
                     self.with_cache(|c| c.put(key, entry, now));

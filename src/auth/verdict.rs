@@ -1,49 +1,11 @@
-//! Auth: turns the auth service's HTTP answer into a verdict and a cache
-//! lifetime, builds the account's header values once per cache fill, and
-//! encodes entries for the shared dict (L2).
+//! Verdict: turns the auth service's HTTP answer into a verdict and a cache
+//! lifetime, and builds the account's header values once per cache fill.
 
-use crate::auth::cache::{Entry, Verdict};
+use crate::auth::AuthError;
 use crate::config::{Config, HeaderRule, HeaderSource, MAX_HEADER_VALUE_BYTES};
 use crate::http1::Response;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
-
-/// Why the auth service gave no usable answer. Never cached.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// Connecting, the TLS handshake, sending or receiving failed.
-    #[error("auth service unreachable")]
-    Unreachable,
-    /// A connect, send or read timed out.
-    #[error("auth service timed out")]
-    Timeout,
-    /// The response was not valid HTTP/1.1 or exceeded the size cap.
-    #[error("invalid HTTP response from auth service")]
-    BadResponse,
-    /// A status other than 2xx, 401 or 403.
-    #[error("auth service answered status {0}")]
-    Status(u16),
-    /// A 2xx whose body is not JSON.
-    #[error("auth service body is not JSON")]
-    InvalidJson,
-    /// The body has no object at `account_pointer`.
-    #[error("no account object at auth.account_pointer")]
-    MissingAccount,
-    /// The account has no string or number at `account_id_pointer`.
-    #[error("no account id at auth.account_id_pointer")]
-    MissingAccountId,
-    /// Another request was fetching the same credential and did not finish in time.
-    #[error("timed out waiting for a concurrent auth call")]
-    LockTimeout,
-    /// Another request's auth call for the same credential failed; its
-    /// waiters share the outcome instead of retrying one by one.
-    #[error("a concurrent auth call for the same credential failed")]
-    FlightFailed,
-    /// This worker already had `auth.max_in_flight` auth calls in flight:
-    /// the request failed fast instead of queueing another call.
-    #[error("too many auth calls in flight (auth.max_in_flight)")]
-    Rejected,
-}
 
 /// A header value rendered for an account: the index of its rule in the
 /// config's `upstream_headers` / `response_headers` (the name lives there,
@@ -80,6 +42,15 @@ pub struct Denial {
     pub status: u16,
     /// The auth service's `WWW-Authenticate`, passed to the client.
     pub www_authenticate: Option<String>,
+}
+
+/// What the auth service said about a credential.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Authenticated: the account.
+    Allow(Arc<Account>),
+    /// Rejected with 401 or 403.
+    Deny(Arc<Denial>),
 }
 
 /// A verdict with the time it may be cached, in seconds (0: do not cache).
@@ -296,94 +267,11 @@ pub fn interpret(config: &Config, resp: &Response, now: f64) -> Result<Answer, A
     }
 }
 
-/// Encodes `entry` for the shared dict (compact JSON; versioned).
-pub fn encode_entry(entry: &Entry) -> String {
-    let headers =
-        |list: &[HeaderValue]| -> Vec<Value> { list.iter().map(|(i, v)| json!([i, v])).collect() };
-    match &entry.verdict {
-        Verdict::Allow(a) => json!({"v": 2, "e": entry.expires_at, "s": entry.stale_until,
-                                    "id": a.id, "a": a.object, "u": headers(&a.upstream_headers),
-                                    "r": headers(&a.response_headers), "x": a.dropped_headers,
-                                    "c": a.consumer}),
-        Verdict::Deny(d) => json!({"v": 2, "e": entry.expires_at, "s": entry.stale_until,
-                                   "d": d.status, "w": d.www_authenticate}),
-    }
-    .to_string()
-}
-
-/// Header values from an L2 entry: each rule index must name one of
-/// `rules`, in order, each value must be safe.
-fn decode_headers(v: Option<&Value>, rules: &[HeaderRule]) -> Option<Box<[HeaderValue]>> {
-    let mut out = Vec::new();
-    let mut next = 0;
-    for h in v?.as_array()? {
-        let [i, value] = h.as_array()?.as_slice() else {
-            return None;
-        };
-        let i = u16::try_from(i.as_u64()?).ok()?;
-        let value = value.as_str().filter(|v| is_safe_header_value(v))?;
-        if usize::from(i) >= rules.len() || i < next {
-            return None;
-        }
-        next = i + 1;
-        out.push((i, value.into()));
-    }
-    Some(out.into_boxed_slice())
-}
-
-/// Decodes a shared-dict entry written by [`encode_entry`]; `None` if it is
-/// not one (another version, corruption): the caller treats that as a miss.
-/// An entry [`interpret`] could not have produced (an empty account id, a
-/// header rule the config does not have, a header value or a
-/// `WWW-Authenticate` with CR, LF or NUL) is not one either. The cache key
-/// covers the header rules and routed pointers (see `flow::scope`), so
-/// an entry is only ever read under the config that wrote it.
-pub fn decode_entry(text: &[u8], config: &Config) -> Option<Entry> {
-    let v: Value = serde_json::from_slice(text).ok()?;
-    if v.get("v")?.as_u64()? != 2 {
-        return None;
-    }
-    let expires_at = v.get("e")?.as_f64()?;
-    let stale_until = v.get("s")?.as_f64()?;
-    let verdict = if let Some(status) = v.get("d") {
-        let status = u16::try_from(status.as_u64()?).ok()?;
-        if status != 401 && status != 403 {
-            return None;
-        }
-        let www_authenticate = match v.get("w") {
-            None | Some(Value::Null) => None,
-            Some(w) => Some(w.as_str().filter(|w| is_safe_header_value(w))?.to_string()),
-        };
-        Verdict::Deny(Arc::new(Denial {
-            status,
-            www_authenticate,
-        }))
-    } else {
-        let id = v.get("id")?.as_str().filter(|id| !id.is_empty())?;
-        let consumer = match v.get("c") {
-            None | Some(Value::Null) => None,
-            Some(c) => Some(c.as_str()?.into()),
-        };
-        Verdict::Allow(Arc::new(Account {
-            id: id.into(),
-            object: v.get("a")?.clone(),
-            upstream_headers: decode_headers(v.get("u"), &config.upstream_headers)?,
-            response_headers: decode_headers(v.get("r"), &config.response_headers)?,
-            dropped_headers: u32::try_from(v.get("x")?.as_u64()?).ok()?,
-            consumer,
-        }))
-    };
-    Some(Entry {
-        verdict,
-        expires_at,
-        stale_until,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::compile;
+    use serde_json::json;
 
     fn config(extra: Value) -> Config {
         let mut c = json!({"auth": {"url": "http://127.0.0.1:9/auth"}});
@@ -570,23 +458,6 @@ mod tests {
     }
 
     #[test]
-    fn shared_dict_entries_with_foreign_header_rules_are_misses() {
-        let c = config(json!({"upstream_headers": [{"name": "x-account-id", "pointer": "/id"}]}));
-        let r = response(200, &[], r#"{"id": "a1"}"#);
-        let e = Entry::new(interpret(&c, &r, 0.0).expect("ok").verdict, 0.0, 60.0, 0.0);
-        let text = encode_entry(&e);
-        let none = config(json!({}));
-        assert_eq!(
-            decode_entry(text.as_bytes(), &none),
-            None,
-            "rule 0 does not exist"
-        );
-        let bad = text.replace("\"a1\"]", "\"a1\\r\\nx: y\"]");
-        assert_ne!(bad, text);
-        assert_eq!(decode_entry(bad.as_bytes(), &c), None, "unsafe value");
-    }
-
-    #[test]
     fn consumer_value_is_a_string_or_number_at_the_pointer_when_mapping_is_on() {
         let off = config(json!({}));
         let r = response(200, &[], r#"{"id": "a1", "login": "ann", "n": 7, "o": {}}"#);
@@ -601,68 +472,6 @@ mod tests {
             let c = config(json!({"consumer": {"by": "username", "pointer": pointer}}));
             let a = interpret(&c, &r, 0.0).expect("ok");
             assert_eq!(allow(&a).consumer.as_deref(), want, "{pointer}");
-        }
-    }
-
-    #[test]
-    fn entries_round_trip_through_the_shared_dict_encoding() {
-        let c = config(json!({"upstream_headers": [{"name": "x-account-id", "pointer": "/id"}]}));
-        let r = response(200, &[], r#"{"id": "a1", "plan": "pro"}"#);
-        let a = interpret(&c, &r, 0.0).expect("ok");
-        let e = Entry::new(a.verdict, 100.0, 60.0, 30.0);
-        assert_eq!(decode_entry(encode_entry(&e).as_bytes(), &c), Some(e));
-        let d = Entry::new(
-            Verdict::Deny(Arc::new(Denial {
-                status: 403,
-                www_authenticate: None,
-            })),
-            1.0,
-            2.0,
-            3.0,
-        );
-        assert_eq!(decode_entry(encode_entry(&d).as_bytes(), &c), Some(d));
-    }
-
-    #[test]
-    fn fractional_times_and_numbers_survive_the_shared_dict_exactly() {
-        // Found by fuzzing (auth_response): serde_json's default float parser
-        // may miss by one ulp on 17-digit numbers, so an L2 entry written with
-        // stale_until 1040.2440000000001 (1000.244 + 10 + 30) read back as
-        // 1040.244, and an account field sent as 1040.2440000000001 went
-        // upstream as "1040.244".
-        let c = config(json!({"upstream_headers": [{"name": "x-score", "pointer": "/score"}]}));
-        let r = response(401, &[], "");
-        let a = interpret(&c, &r, 1000.244).expect("ok");
-        let e = Entry::new(a.verdict, 1000.244, 10.0, 30.0);
-        assert_eq!(decode_entry(encode_entry(&e).as_bytes(), &c), Some(e));
-
-        let r = response(200, &[], r#"{"id": "a", "score": 1040.2440000000001}"#);
-        let a = interpret(&c, &r, 0.0).expect("ok");
-        assert_eq!(
-            &allow(&a).upstream_headers[..],
-            &[(0, "1040.2440000000001".into())]
-        );
-        let e = Entry::new(a.verdict, 0.1, 0.2, 0.0);
-        assert_eq!(decode_entry(encode_entry(&e).as_bytes(), &c), Some(e));
-    }
-
-    #[test]
-    fn foreign_or_corrupt_shared_dict_values_are_misses() {
-        let c = config(json!({}));
-        for bad in [
-            "",
-            "{",
-            r#"{"v": 2}"#,
-            r#"{"v":1,"e":1,"s":2,"d":200}"#,
-            r#"{"v":1,"e":1,"s":2}"#,
-            // Found by the fuzzing oracle (auth_response: a decoded entry
-            // holds what interpret guarantees); decoded as allow/deny before.
-            r#"{"v":1,"e":1,"s":2,"id":"","a":{"id":""}}"#,
-            r#"{"v":1,"e":1,"s":2,"id":"a","a":[1]}"#,
-            r#"{"v":1,"e":1,"s":2,"d":401,"w":"Bearer\r\nX-Evil: 1"}"#,
-            r#"{"v":1,"e":1,"s":2,"d":401,"w":7}"#,
-        ] {
-            assert_eq!(decode_entry(bad.as_bytes(), &c), None, "{bad}");
         }
     }
 }
