@@ -1,0 +1,258 @@
+//! `Ctx`: a view of one live request's slot (`native.exchange(handle)`) for
+//! the calls that stay on mlua: the miss path (L2, the auth call), denials
+//! and the logged finish.
+
+use super::parser::Parser;
+use crate::auth::flow::Step;
+use crate::auth::AuthError;
+use crate::exchange::Exchange;
+use crate::ffi::slots::{self, Live};
+use crate::log::recorder::LogMeta;
+use crate::stats;
+use mlua::prelude::*;
+use mlua::{UserData, UserDataMethods};
+
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::NoCredential => "none",
+        Step::Allow => "allow",
+        Step::Deny => "deny",
+        Step::Miss => "miss",
+        Step::Failed => "failed",
+    }
+}
+
+/// A view of one live request's slot (crate::ffi::slots), for the calls
+/// that stay on mlua (the miss path, denials, the logged finish). The
+/// per-request hot path goes through crate::ffi instead.
+#[derive(Debug)]
+pub(super) struct Ctx(pub(super) f64);
+
+/// `x:finish_logged`'s arguments, in order (see the method).
+type FinishLoggedArgs = (
+    f64,
+    LuaString,
+    Option<LuaString>,
+    LuaTable,
+    LuaTable,
+    f64,
+    f64,
+    Option<f64>,
+    Option<LuaString>,
+    Option<LuaString>,
+    Option<LuaString>,
+    Option<LuaString>,
+);
+
+/// Runs `f` on the live request a handle names.
+fn with_live<T>(handle: f64, f: impl FnOnce(&mut Live) -> LuaResult<T>) -> LuaResult<T> {
+    slots::with(|s| match s.get(handle) {
+        Ok(live) => f(live),
+        Err(_) => Err(LuaError::runtime("stale request handle")),
+    })
+}
+
+fn pending_hex(ex: &Exchange) -> LuaResult<String> {
+    ex.pending_key()
+        .map(|k| k.hex())
+        .ok_or_else(|| LuaError::runtime("no credential is being fetched"))
+}
+
+impl UserData for Ctx {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        // x:pending_key() -> hex (the shared dict key)
+        methods.add_method("pending_key", |_, this, ()| {
+            with_live(this.0, |live| pending_hex(&live.ex))
+        });
+        // x:load_shared(value, now) -> step
+        methods.add_method("load_shared", |_, this, (value, now): (LuaString, f64)| {
+            with_live(this.0, |live| {
+                Ok(step_name(live.plugin.load_shared(
+                    &mut live.ex,
+                    &value.as_bytes(),
+                    now,
+                )))
+            })
+        });
+        // x:recheck(now) -> step (L1 only)
+        methods.add_method("recheck", |_, this, now: f64| {
+            with_live(this.0, |live| {
+                Ok(step_name(live.plugin.recheck(&mut live.ex, now)))
+            })
+        });
+        // x:auth_request() -> bytes
+        methods.add_method("auth_request", |lua, this, ()| {
+            with_live(this.0, |live| {
+                let req = live
+                    .plugin
+                    .auth_request(&live.ex)
+                    .map_err(LuaError::external)?;
+                lua.create_string(&req)
+            })
+        });
+        // x:auth_response(parser|nil, kind|nil, now, latency_ms) -> step, value, ttl, problem
+        methods.add_method(
+            "auth_response",
+            |_,
+             this,
+             (parser, kind, now, latency_ms): (
+                Option<LuaAnyUserData>,
+                Option<LuaString>,
+                f64,
+                f64,
+            )| {
+                let parser = match &parser {
+                    Some(ud) => Some(ud.borrow::<Parser>()?),
+                    None => None,
+                };
+                with_live(this.0, |live| {
+                    stats::AUTH_LATENCY_US.add((latency_ms.max(0.0) * 1000.0) as u64);
+                    live.ex.set_auth_latency(latency_ms);
+                    let response = match (&parser, kind) {
+                        (Some(p), _) => p.0.response().ok_or(AuthError::BadResponse),
+                        (None, Some(k)) if &*k.as_bytes() == b"timeout" => Err(AuthError::Timeout),
+                        (None, Some(k)) if &*k.as_bytes() == b"bad_response" => {
+                            Err(AuthError::BadResponse)
+                        }
+                        (None, _) => Err(AuthError::Unreachable),
+                    };
+                    let (step, write) = live.plugin.auth_response(&mut live.ex, response, now);
+                    let problem = live.ex.auth_error().map(ToString::to_string);
+                    let (value, ttl) = match write {
+                        Some(w) => (Some(w.value), Some(w.ttl)),
+                        None => (None, None),
+                    };
+                    Ok((step_name(step), value, ttl, problem))
+                })
+            },
+        );
+        // x:fail(kind, now) -> step: "lock_timeout" (gave up waiting for a
+        // concurrent call), "flight_failed" (that call failed) or
+        // "rejected" (too many calls in flight in this worker)
+        methods.add_method("fail", |_, this, (kind, now): (LuaString, f64)| {
+            let err = match &*kind.as_bytes() {
+                b"flight_failed" => AuthError::FlightFailed,
+                b"rejected" => AuthError::Rejected,
+                b"lock_timeout" => AuthError::LockTimeout,
+                other => {
+                    return Err(LuaError::runtime(format!(
+                        "unknown failure kind '{}'",
+                        String::from_utf8_lossy(other)
+                    )))
+                }
+            };
+            with_live(this.0, |live| {
+                Ok(step_name(live.plugin.fail(&mut live.ex, &err, now)))
+            })
+        });
+        // x:denial() -> status, www_authenticate|nil
+        methods.add_method("denial", |_, this, ()| {
+            with_live(this.0, |live| match live.ex.denial() {
+                Some(d) => Ok((d.status, d.www_authenticate.clone())),
+                None => Err(LuaError::runtime("the request was not denied")),
+            })
+        });
+        // x:consumer_value() -> the account value matched against a Kong
+        // consumer (consumer.pointer) | nil
+        methods.add_method("consumer_value", |_, this, ()| {
+            with_live(this.0, |live| {
+                Ok(live
+                    .ex
+                    .account()
+                    .and_then(|a| a.consumer.as_deref().map(str::to_owned)))
+            })
+        });
+        // x:request_body(data, size): the captured request body and its full size
+        methods.add_method("request_body", |_, this, (data, size): (LuaString, f64)| {
+            with_live(this.0, |live| {
+                live.ex.request_body(&data.as_bytes(), size.max(0.0) as u64);
+                Ok(())
+            })
+        });
+        // x:finish_logged(now_ms, client_ip, request_id, req_headers, resp_headers,
+        //                 request_size, response_size, proxy_ms, upstream_addr,
+        //                 upstream_status, default_target, default_upstream):
+        // closes the exchange and queues its record (the slot is released
+        // by the caller). upstream_addr/status: nginx's variables, nil when
+        // not proxied; default_*: where the host sent a request no route
+        // matched, if it knows.
+        methods.add_method(
+            "finish_logged",
+            |_,
+             this,
+             (
+                now_ms,
+                client_ip,
+                request_id,
+                req_h,
+                resp_h,
+                req_size,
+                resp_size,
+                proxy_ms,
+                upstream_addr,
+                upstream_status,
+                default_target,
+                default_upstream,
+            ): FinishLoggedArgs| {
+                let request_headers = header_list(req_h)?;
+                let response_headers = header_list(resp_h)?;
+                with_live(this.0, |live| {
+                    live.ex.finish();
+                    let Some(rec) = &live.plugin.recorder else {
+                        return Ok(());
+                    };
+                    // Lossy: a client can put any byte in its request id header.
+                    let client_ip = client_ip.to_string_lossy();
+                    let request_id = request_id.as_ref().map(LuaString::to_string_lossy);
+                    let text = |s: &Option<LuaString>| s.as_ref().map(LuaString::to_string_lossy);
+                    let (upstream_addr, upstream_status) =
+                        (text(&upstream_addr), text(&upstream_status));
+                    let (default_target, default_upstream) =
+                        (text(&default_target), text(&default_upstream));
+                    let meta = LogMeta {
+                        now_ms: now_ms.max(0.0) as u64,
+                        client_ip: &client_ip,
+                        request_id: request_id.as_deref(),
+                        method: live.ex.method(),
+                        uri: live.ex.uri(),
+                        request_headers,
+                        response_headers,
+                        request_size: req_size.max(0.0) as u64,
+                        response_size: resp_size.max(0.0) as u64,
+                        proxy_ms,
+                        upstream_addr: upstream_addr.as_deref(),
+                        upstream_status: upstream_status.as_deref(),
+                        default_target: default_target.as_deref(),
+                        default_upstream: default_upstream.as_deref(),
+                        routes: &live.plugin.config.routes,
+                    };
+                    if let Err(e) = rec.record(&live.ex, &meta) {
+                        stats::LOG_FAILED.incr();
+                        return Err(LuaError::external(e));
+                    }
+                    Ok(())
+                })
+            },
+        );
+    }
+}
+
+/// A Lua header table (`ngx.req.get_headers()`: name -> value, or an
+/// array of values for a repeated header) as lowercase (name, value) pairs.
+fn header_list(t: LuaTable) -> LuaResult<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for pair in t.pairs::<LuaString, LuaValue>() {
+        let (name, value) = pair?;
+        let name = name.to_string_lossy().to_ascii_lowercase();
+        match value {
+            LuaValue::String(v) => out.push((name, v.to_string_lossy())),
+            LuaValue::Table(vs) => {
+                for v in vs.sequence_values::<LuaString>() {
+                    out.push((name.clone(), v?.to_string_lossy()));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}

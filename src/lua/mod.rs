@@ -1,0 +1,137 @@
+//! The Lua binding (`auth_router_native`, feature `lua`): what runs once per
+//! config or once per auth call, on mlua. The per-request path is the C ABI
+//! in [`crate::ffi`].
+//!
+//! This file builds the module table (`luaopen_auth_router_native`) and holds
+//! its functions (`validate`, `compile`, `stats`, ...); the userdata types
+//! live in [`plugin`] (a compiled config), [`exchange`] (a live request's
+//! slot) and [`parser`] (an auth response being read).
+
+mod exchange;
+mod parser;
+mod plugin;
+
+use crate::auth::flow::Plugin;
+use crate::config::fields::FieldError;
+use crate::config::{self, ConfigError};
+use crate::http1::ResponseParser;
+use crate::{fault, stats, VERSION};
+use exchange::Ctx;
+use mlua::prelude::*;
+use parser::Parser;
+use plugin::PluginUd;
+use std::rc::Rc;
+
+/// Shortest accepted cache-key secret.
+const MIN_SECRET_BYTES: usize = 16;
+
+/// Reads a config given as a Lua table or a JSON string.
+fn config_input(lua: &Lua, conf: LuaValue) -> Result<config::Config, ConfigError> {
+    match conf {
+        LuaValue::String(s) => config::compile_json(&s.to_string_lossy()),
+        other => match lua.from_value::<serde_json::Value>(other) {
+            Ok(v) => config::compile(v),
+            Err(e) => Err(ConfigError::Invalid(vec![FieldError {
+                path: "config".into(),
+                message: format!("cannot be read: {e}"),
+            }])),
+        },
+    }
+}
+
+/// The error list as a Lua array of "path: message" strings.
+fn error_list(lua: &Lua, err: ConfigError) -> LuaResult<LuaTable> {
+    let list: Vec<String> = match err {
+        ConfigError::Invalid(errs) => errs.iter().map(ToString::to_string).collect(),
+        other => vec![other.to_string()],
+    };
+    lua.create_sequence_from(list)
+}
+
+/// validate(conf) -> normalized | nil, errors
+///
+/// Arguments: `conf`, a config table (Kong's `config`) or JSON text.
+/// Returns: the normalized config (every default filled in), or `nil` and
+/// an array of `"field.path: message"` strings.
+fn validate(lua: &Lua, conf: LuaValue) -> LuaResult<(LuaValue, LuaValue)> {
+    match config_input(lua, conf) {
+        Ok(c) => Ok((lua.to_value(&c.normalized)?, LuaValue::Nil)),
+        Err(e) => Ok((LuaValue::Nil, LuaValue::Table(error_list(lua, e)?))),
+    }
+}
+
+/// compile(conf, secret) -> plugin | nil, errors
+///
+/// Like `validate`, but returns the compiled config as userdata with the
+/// per-request methods. `secret` (at least 16 bytes) keys the cache-key
+/// digests; every worker of a node must pass the same one.
+/// Errors: raises when `secret` is missing or short (a programming error).
+fn compile(lua: &Lua, (conf, secret): (LuaValue, LuaString)) -> LuaResult<(LuaValue, LuaValue)> {
+    let secret = secret.as_bytes();
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(LuaError::runtime(format!(
+            "compile: secret must be at least {MIN_SECRET_BYTES} bytes"
+        )));
+    }
+    match config_input(lua, conf) {
+        Ok(c) => {
+            stats::CONFIGS_COMPILED.incr();
+            let ud = lua.create_userdata(PluginUd(Rc::new(Plugin::new(c, &secret))))?;
+            Ok((LuaValue::UserData(ud), LuaValue::Nil))
+        }
+        Err(e) => Ok((LuaValue::Nil, LuaValue::Table(error_list(lua, e)?))),
+    }
+}
+
+/// stats() -> { name = count, ... } for this worker.
+fn stats(lua: &Lua, _: ()) -> LuaResult<LuaTable> {
+    let t = lua.create_table()?;
+    for (name, value) in stats::snapshot() {
+        t.set(name, value)?;
+    }
+    Ok(t)
+}
+
+/// The module table. `skip_memory_check`: mlua's per-call allocator check
+/// costs several hundred ns per call and LuaJIT has no memory limit to enforce.
+#[mlua::lua_module(name = "auth_router_native", skip_memory_check)]
+fn auth_router_native(lua: &Lua) -> LuaResult<LuaTable> {
+    // A panic reaches Lua as an error carrying its message, which the core
+    // logs with context. The default hook would also print raw lines into
+    // nginx's error log (its stderr). The hook is this library's own: each
+    // Rust cdylib links its own std, so other native modules keep theirs.
+    std::panic::set_hook(Box::new(|_| {}));
+    let exports = lua.create_table()?;
+    exports.set("version", lua.create_function(|_, ()| Ok(VERSION))?)?;
+    exports.set("validate", lua.create_function(validate)?)?;
+    exports.set("compile", lua.create_function(compile)?)?;
+    exports.set("stats", lua.create_function(stats)?)?;
+    // exchange(handle) -> a view of that request's slot (mlua calls)
+    exports.set(
+        "exchange",
+        lua.create_function(|_, handle: f64| Ok(Ctx(handle)))?,
+    )?;
+    // response_parser(max_bytes) -> parser
+    exports.set(
+        "response_parser",
+        lua.create_function(|_, max_bytes: usize| {
+            Ok(Parser(ResponseParser::new(max_bytes, false)))
+        })?,
+    )?;
+    exports.set(
+        "internal_error",
+        lua.create_function(|_, ()| {
+            stats::INTERNAL_ERRORS.incr();
+            Ok(())
+        })?,
+    )?;
+    // Test hook, see fault.rs.
+    exports.set(
+        "_arm_panic",
+        lua.create_function(|_, ()| {
+            fault::arm_panic_next_access();
+            Ok(())
+        })?,
+    )?;
+    Ok(exports)
+}
