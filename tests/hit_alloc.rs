@@ -9,9 +9,11 @@
 
 use auth_router_native::auth::flow::{Plugin, Step};
 use auth_router_native::config::compile;
-use auth_router_native::ffi::{
-    ar_access, ar_finish, ar_header, ar_response, ArAccess, ArStr, NgxHeader, NgxStr,
-};
+use auth_router_native::ffi::access::{ar_access, ArAccess, NgxHeader, NgxStr};
+use auth_router_native::ffi::finish::ar_finish;
+use auth_router_native::ffi::headers::ar_header;
+use auth_router_native::ffi::response::ar_response;
+use auth_router_native::ffi::ArStr;
 use auth_router_native::http1::Response;
 use serde_json::{json, Value};
 use std::alloc::{GlobalAlloc, Layout, System};
