@@ -205,6 +205,32 @@ describe("auth_router_native", function()
       assert.equal(0, C.ar_finish(h))
     end)
 
+    -- The miss path's mlua calls take the failure's kind as a string: one
+    -- they do not know raises, never counts or logs as another kind.
+    it("raises for a failure kind it does not know, on the miss path's calls", function()
+      local plugin = assert(native.compile(minimal(), SECRET))
+      local rc, h = access(plugin, "Bearer t")
+      assert.equal(3, rc) -- miss
+      local x = native.exchange(h)
+      local s0 = native.stats()
+      local ok, err = pcall(x.auth_response, x, nil, "refused", 1.0, 0)
+      assert.is_false(ok)
+      assert.matches("unknown failure kind 'refused'", tostring(err), 1, true)
+      ok, err = pcall(x.auth_response, x, nil, nil, 1.0, 0)
+      assert.is_false(ok)
+      assert.matches("pass the parser or the failure kind", tostring(err), 1, true)
+      ok, err = pcall(x.fail, x, "timeout", 1.0) -- a call's kind, not a waiter's
+      assert.is_false(ok)
+      assert.matches("unknown failure kind 'timeout'", tostring(err), 1, true)
+      local s1 = native.stats()
+      assert.equal(s0.auth_errors_unreachable, s1.auth_errors_unreachable)
+      assert.equal(s0.auth_errors_timeout, s1.auth_errors_timeout)
+      -- a known kind still decides the request
+      assert.equal("failed", (x:auth_response(nil, "timeout", 1.0, 0)))
+      assert.equal(s0.auth_errors_timeout + 1, native.stats().auth_errors_timeout)
+      assert.equal(0, C.ar_finish(h))
+    end)
+
     it("turns a panic into an error code with its message; the next call works", function()
       local plugin = assert(native.compile(minimal(), SECRET))
       native._arm_panic()

@@ -50,3 +50,68 @@ pub enum AuthError {
     #[error("too many auth calls in flight (auth.max_in_flight)")]
     Rejected,
 }
+
+impl AuthError {
+    /// The failure of the auth call itself, as `lua/auth_router/http1.lua`
+    /// names it: `unreachable`, `timeout` or `bad_response`. `None` for any
+    /// other name: the caller raises it as the Lua core's bug, never maps it
+    /// to some other failure.
+    pub fn from_call_kind(kind: &[u8]) -> Option<AuthError> {
+        match kind {
+            b"unreachable" => Some(AuthError::Unreachable),
+            b"timeout" => Some(AuthError::Timeout),
+            b"bad_response" => Some(AuthError::BadResponse),
+            _ => None,
+        }
+    }
+
+    /// Why a request got no answer without making the call itself, as
+    /// `lua/auth_router/init.lua` names it: `lock_timeout` (gave up waiting
+    /// for a concurrent call), `flight_failed` (that call failed) or
+    /// `rejected` (too many calls in flight in this worker). `None` for any
+    /// other name, as in [`AuthError::from_call_kind`].
+    pub fn from_flight_kind(kind: &[u8]) -> Option<AuthError> {
+        match kind {
+            b"lock_timeout" => Some(AuthError::LockTimeout),
+            b"flight_failed" => Some(AuthError::FlightFailed),
+            b"rejected" => Some(AuthError::Rejected),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_kinds_from_lua_are_known_names_or_none() {
+        for (kind, want) in [
+            ("unreachable", AuthError::Unreachable),
+            ("timeout", AuthError::Timeout),
+            ("bad_response", AuthError::BadResponse),
+        ] {
+            assert_eq!(AuthError::from_call_kind(kind.as_bytes()), Some(want));
+            assert_eq!(AuthError::from_flight_kind(kind.as_bytes()), None, "{kind}");
+        }
+        for (kind, want) in [
+            ("lock_timeout", AuthError::LockTimeout),
+            ("flight_failed", AuthError::FlightFailed),
+            ("rejected", AuthError::Rejected),
+        ] {
+            assert_eq!(AuthError::from_flight_kind(kind.as_bytes()), Some(want));
+            assert_eq!(AuthError::from_call_kind(kind.as_bytes()), None, "{kind}");
+        }
+        // Unknown, misspelled or differently cased: never another kind.
+        for kind in [
+            "", "Timeout", "timeout ", "closed", "refused", "status", "x",
+        ] {
+            assert_eq!(AuthError::from_call_kind(kind.as_bytes()), None, "{kind:?}");
+            assert_eq!(
+                AuthError::from_flight_kind(kind.as_bytes()),
+                None,
+                "{kind:?}"
+            );
+        }
+    }
+}
