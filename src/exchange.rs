@@ -181,11 +181,6 @@ impl Exchange {
         self.route = Some(index);
     }
 
-    /// The matched route's index in the config's `routes`, if one matched.
-    pub fn route_index(&self) -> Option<usize> {
-        self.route
-    }
-
     /// The gateway ends this allowed request with its own error (a route
     /// it cannot apply): the response gets no account headers.
     pub fn refuse(&mut self) {

@@ -259,16 +259,6 @@ impl Queue {
         self.records -= b.records;
     }
 
-    /// Whether a full batch waits to be sent (the Lua timer can flush early).
-    /// The batch in flight does not count.
-    pub fn has_full_batch(&self) -> bool {
-        let skip = usize::from(self.in_flight);
-        self.batches
-            .iter()
-            .skip(skip)
-            .any(|b| b.records >= self.batch_max_entries)
-    }
-
     /// Takes the oldest batch for sending at `now` (seconds).
     ///
     /// Returns `(id, payload, records)`: the id to pass to [`Queue::ack`] or
@@ -430,7 +420,6 @@ mod tests {
             q.push(&rec(n));
         }
         assert_eq!(q.counters().batches, 3);
-        assert!(q.has_full_batch());
         let mut sizes = Vec::new();
         while let Some((id, _, n)) = q.take(0.0) {
             sizes.push(n);
@@ -685,10 +674,8 @@ mod tests {
     fn next_attempt_is_none_when_empty_or_in_flight() {
         let mut q = Queue::new(Framing::Ndjson, 10, 1 << 20);
         assert_eq!(q.next_attempt_at(), None);
-        assert!(!q.has_full_batch());
         q.push(&rec(0));
         assert_eq!(q.next_attempt_at(), Some(0.0));
-        assert!(!q.has_full_batch());
         let _ = taken(&mut q, 0.0);
         assert_eq!(q.next_attempt_at(), None);
     }
