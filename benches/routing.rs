@@ -1,5 +1,6 @@
 //! Routing decision time at 10, 100 and 1000 routes: path matching must not
-//! grow with the number of routes (routing.rs indexes prefixes in a trie).
+//! grow with the number of routes (src/routing/index.rs indexes prefixes in a
+//! trie).
 //!
 //! Run: cargo bench --no-default-features --bench routing
 //!
