@@ -1,7 +1,7 @@
 -- The one place that loads the native module (auth_router_native.so), both
 -- ways: `require` gives the mlua binding (what runs once per config or per
 -- auth call), and ffi.load of the very file `require` found gives the C ABI
--- of the per-request path (src/ffi/mod.rs documents each function, its
+-- of the per-request path (src/ffi/ documents each function, its
 -- handle and pointer lifetimes). Everything else requires this file, so a
 -- missing or broken build fails here with a message that says where we looked.
 

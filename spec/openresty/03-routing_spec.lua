@@ -274,7 +274,7 @@ describe("auth_router.openresty routing: the motivating deployment (" .. WORKERS
     -- Unleash's cross-client vectors: murmur3("group:id") % 100 + 1
     assert.equal(73, murmur3_32("gr1:123", 0) % 100 + 1)
     assert.equal(25, murmur3_32("groupX:999", 0) % 100 + 1)
-    -- src/routing.rs percentage_buckets_are_pinned
+    -- src/routing/mod.rs percentage_buckets_are_pinned
     assert.equal(4345, bucket("calendar-v2", "acc_1"))
     assert.equal(519, bucket("calendar-v2", "acc_2"))
     assert.equal(26, bucket("calendar-v2", "acc_3"))

@@ -1,4 +1,4 @@
--- schema.lua agrees with the native config compiler (src/config.rs), the
+-- schema.lua agrees with the native config compiler (src/config/), the
 -- single source of truth for fields, defaults, ranges and one_of sets.
 --
 -- This spec loads schema.lua under plain busted + LuaJIT, without Kong, with
@@ -359,7 +359,7 @@ describe("auth-router schema.lua vs native config", function()
       end
     end)
 
-    -- config.rs reads every number through integer(min, max) or
+    -- src/config/mod.rs reads every number through integer(min, max) or
     -- number(min, max), so a numeric field without a range would be a drift.
     it("exist on every numeric field of schema.lua", function()
       local unranged = {}

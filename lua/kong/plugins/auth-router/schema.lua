@@ -1,6 +1,6 @@
 -- Kong schema for auth-router (design §2).
 --
--- The native config compiler (src/config.rs) is the single source of truth:
+-- The native config compiler (src/config/) is the single source of truth:
 -- every field below has the same name, type, default, range and one_of set as
 -- there, and spec/unit/02-schema_defaults_spec.lua fails when they drift. The
 -- DSL gives the Admin API early, Kong-shaped errors; the record-level
@@ -9,7 +9,7 @@
 -- and names the field path in its message.
 --
 -- Kong fills absent optional fields with ngx.null; the native side reads that
--- as JSON null, which it treats as absent (src/schema.rs).
+-- as JSON null, which it treats as absent (src/config/fields.rs).
 
 local typedefs = require "kong.db.schema.typedefs"
 local config   = require "auth_router.config" -- the nginx-free part of the core
