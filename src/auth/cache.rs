@@ -8,6 +8,7 @@
 use crate::auth::key::CacheKey;
 use crate::auth::verdict::Verdict;
 use lru::LruCache;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// A cached verdict with its lifetimes (absolute times, seconds).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,14 +47,38 @@ impl Entry {
 /// not evict the accounts of legitimate clients.
 pub const NEGATIVE_SHARE: usize = 10;
 
+/// Hashes a [`CacheKey`] for the L1 tables by taking 8 of its bytes: keys
+/// are already outputs of a keyed PRF (no one can pick them to collide
+/// without the node's secret), so hashing them again with the default
+/// SipHash only costs time on every lookup.
+#[derive(Debug, Default)]
+pub struct KeyBytesHasher(u64);
+
+impl Hasher for KeyBytesHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // CacheKey's derived Hash writes its 16 bytes in one call.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Lru = LruCache<CacheKey, Entry, BuildHasherDefault<KeyBytesHasher>>;
+
 /// The L1 cache: bounded, least-recently-used entries evicted first.
 /// Denials live in their own LRU, capped at `capacity / NEGATIVE_SHARE`
 /// entries (at least one) within the total `capacity`: past that cap a new
 /// denial evicts the oldest denial, never an allowed account.
 #[derive(Debug)]
 pub struct Cache {
-    allowed: LruCache<CacheKey, Entry>,
-    denied: LruCache<CacheKey, Entry>,
+    allowed: Lru,
+    denied: Lru,
     capacity: usize,
     denied_capacity: usize,
 }
@@ -66,14 +91,14 @@ impl Cache {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Cache {
-            allowed: LruCache::unbounded(),
-            denied: LruCache::unbounded(),
+            allowed: LruCache::unbounded_with_hasher(BuildHasherDefault::default()),
+            denied: LruCache::unbounded_with_hasher(BuildHasherDefault::default()),
             capacity,
             denied_capacity: (capacity / NEGATIVE_SHARE).max(1),
         }
     }
 
-    fn lru_for(&mut self, key: &CacheKey) -> Option<&mut LruCache<CacheKey, Entry>> {
+    fn lru_for(&mut self, key: &CacheKey) -> Option<&mut Lru> {
         if self.allowed.contains(key) {
             Some(&mut self.allowed)
         } else if self.denied.contains(key) {
