@@ -4,7 +4,9 @@
 use crate::auth::cache::Entry;
 use crate::auth::verdict::{is_safe_header_value, Account, Denial, HeaderValue, Verdict};
 use crate::config::{Config, HeaderRule};
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Encodes `entry` for the shared dict (compact JSON; versioned).
@@ -22,22 +24,54 @@ pub fn encode_entry(entry: &Entry) -> String {
     .to_string()
 }
 
+/// An L2 entry as read: typed, strings borrowed from the text where they
+/// have no escapes. Reading it this way, not as a `serde_json::Value` tree,
+/// is what an `l2` hit mostly costs. Unknown fields are ignored; missing
+/// ones make it no entry.
+#[derive(Deserialize)]
+struct Shared<'a> {
+    v: u64,
+    e: f64,
+    s: f64,
+    // deny
+    d: Option<u64>,
+    #[serde(borrow)]
+    w: Option<Cow<'a, str>>,
+    // allow
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    a: Option<Value>,
+    #[serde(borrow)]
+    u: Option<Vec<(u16, Cow<'a, str>)>>,
+    #[serde(borrow)]
+    r: Option<Vec<(u16, Cow<'a, str>)>>,
+    x: Option<u32>,
+    #[serde(borrow)]
+    c: Option<Cow<'a, str>>,
+}
+
+/// A field that is present, `null` included (`Option` alone reads `null`
+/// as absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 /// Header values from an L2 entry: each rule index must name one of
 /// `rules`, in order, each value must be safe.
-fn decode_headers(v: Option<&Value>, rules: &[HeaderRule]) -> Option<Box<[HeaderValue]>> {
-    let mut out = Vec::new();
+fn decode_headers(
+    list: Option<Vec<(u16, Cow<'_, str>)>>,
+    rules: &[HeaderRule],
+) -> Option<Box<[HeaderValue]>> {
+    let list = list?;
+    let mut out = Vec::with_capacity(list.len());
     let mut next = 0;
-    for h in v?.as_array()? {
-        let [i, value] = h.as_array()?.as_slice() else {
-            return None;
-        };
-        let i = u16::try_from(i.as_u64()?).ok()?;
-        let value = value.as_str().filter(|v| is_safe_header_value(v))?;
-        if usize::from(i) >= rules.len() || i < next {
+    for (i, value) in list {
+        if usize::from(i) >= rules.len() || i < next || !is_safe_header_value(&value) {
             return None;
         }
         next = i + 1;
-        out.push((i, value.into()));
+        out.push((i, Box::from(&*value)));
     }
     Some(out.into_boxed_slice())
 }
@@ -50,44 +84,39 @@ fn decode_headers(v: Option<&Value>, rules: &[HeaderRule]) -> Option<Box<[Header
 /// covers the header rules and routed pointers (see `flow::scope`), so
 /// an entry is only ever read under the config that wrote it.
 pub fn decode_entry(text: &[u8], config: &Config) -> Option<Entry> {
-    let v: Value = serde_json::from_slice(text).ok()?;
-    if v.get("v")?.as_u64()? != 2 {
+    let e: Shared<'_> = serde_json::from_slice(text).ok()?;
+    if e.v != 2 {
         return None;
     }
-    let expires_at = v.get("e")?.as_f64()?;
-    let stale_until = v.get("s")?.as_f64()?;
-    let verdict = if let Some(status) = v.get("d") {
-        let status = u16::try_from(status.as_u64()?).ok()?;
+    let verdict = if let Some(status) = e.d {
+        let status = u16::try_from(status).ok()?;
         if status != 401 && status != 403 {
             return None;
         }
-        let www_authenticate = match v.get("w") {
-            None | Some(Value::Null) => None,
-            Some(w) => Some(w.as_str().filter(|w| is_safe_header_value(w))?.to_string()),
+        let www_authenticate = match e.w {
+            None => None,
+            Some(w) if is_safe_header_value(&w) => Some(w.into_owned()),
+            Some(_) => return None,
         };
         Verdict::Deny(Arc::new(Denial {
             status,
             www_authenticate,
         }))
     } else {
-        let id = v.get("id")?.as_str().filter(|id| !id.is_empty())?;
-        let consumer = match v.get("c") {
-            None | Some(Value::Null) => None,
-            Some(c) => Some(c.as_str()?.into()),
-        };
+        let id = e.id.filter(|id| !id.is_empty())?;
         Verdict::Allow(Arc::new(Account {
-            id: id.into(),
-            object: v.get("a")?.clone(),
-            upstream_headers: decode_headers(v.get("u"), &config.upstream_headers)?,
-            response_headers: decode_headers(v.get("r"), &config.response_headers)?,
-            dropped_headers: u32::try_from(v.get("x")?.as_u64()?).ok()?,
-            consumer,
+            id: Box::from(&*id),
+            object: e.a?,
+            upstream_headers: decode_headers(e.u, &config.upstream_headers)?,
+            response_headers: decode_headers(e.r, &config.response_headers)?,
+            dropped_headers: e.x?,
+            consumer: e.c.map(|c| Box::from(&*c)),
         }))
     };
     Some(Entry {
         verdict,
-        expires_at,
-        stale_until,
+        expires_at: e.e,
+        stale_until: e.s,
     })
 }
 
