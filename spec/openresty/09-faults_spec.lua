@@ -435,6 +435,7 @@ describe("fault matrix (" .. WORKERS .. " workers)", function()
             local mark = gw:log_mark()
             local s0 = helpers.all_stats(gw)
             local records0 = c:count()
+            local started = socket.gettime()
 
             row.on(c)
             local back = false
@@ -497,7 +498,19 @@ describe("fault matrix (" .. WORKERS .. " workers)", function()
             check_log_shape(log)
             helpers.assert_clean_log(log, { COLLECTOR_LINE, row.nginx_line })
             assert.equal(retried, helpers.count_lines(log, "[auth-router] log collector"), log)
-            assert.is_true(#helpers.bad_log_lines(log, { COLLECTOR_LINE }) <= retried, log)
+            -- nginx's own reset line: at most one per connection the
+            -- collector reset (OpenResty 1.25 also writes it when a pooled
+            -- connection is reset while idle: the only trace of the tcp
+            -- sink's lost records)
+            local accepted = 0
+            for _, e in ipairs(c:events("accept")) do
+              if e.t >= started then
+                accepted = accepted + 1
+              end
+            end
+            local nginx_lines = #helpers.bad_log_lines(log, { COLLECTOR_LINE })
+            assert.is_true(nginx_lines <= accepted, nginx_lines .. " nginx lines, " .. accepted
+                           .. " connections:\n" .. log)
           end)
         end
       end)
