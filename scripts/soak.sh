@@ -43,7 +43,8 @@
 # log books do not balance (queued != sent + dropped); or when the error log
 # has a line at warn or worse other than the expected ones while the sink is
 # down (our "[auth-router] log collector ... failed" line, and nginx's own
-# reset/broken-pipe line of the log timer). Exit 2: the run itself failed.
+# reset/broken-pipe line of the log timer or of a pooled idle connection).
+# Exit 2: the run itself failed.
 # Results go to SOAK_OUT (default .tmp/soak): summary.txt, samples.csv and
 # the gateway's error.log.
 #
@@ -203,14 +204,19 @@ cat > "$CONFIG" <<EOF
 }
 EOF
 
+# OpenResty's nginx has the lua module built in: no Debian load_module lines
+MODULES=()
+if "$NGINX" -V 2>&1 | grep -q openresty; then MODULES=(modules=); fi
+
 for d in mocks gateway; do
   mkdir -p "$WORK/$d/conf" "$WORK/$d/logs" "$WORK/$d/tmp"
   chmod 0755 "$WORK/$d" "$WORK/$d/tmp"
 done
-luajit "$FIXTURES/render_conf.lua" mocks log_level=notice access_log=off \
+luajit "$FIXTURES/render_conf.lua" mocks log_level=notice access_log=off "${MODULES[@]}" \
   auth_port="$AUTH_PORT" email_port="$EMAIL_PORT" calendar_port="$CALENDAR_PORT" legacy_port="$LEGACY_PORT" \
   > "$WORK/mocks/conf/nginx.conf"
 luajit "$FIXTURES/render_conf.lua" gateway log_level=notice access_log=off workers=2 listen_options=reuseport \
+  "${MODULES[@]}" \
   port="$GW_PORT" default_target="127.0.0.1:$LEGACY_PORT" tree="$TREE" config_path="$CONFIG" fault_location=0 \
   http='    lua_socket_log_errors off;   # as Kong does: our own line says what failed
     lua_shared_dict soak_cache 2m;' \
