@@ -12,6 +12,8 @@
 --   local records, bad = c:records()       -- decoded records, lines that did not decode
 --   c:set_status(500)                      -- http answers from now on (default 200)
 --   c:stall(true); c:stall(false)          -- accepts but never reads nor answers, then normal
+--   c:reset(true); c:reset(false)          -- resets (RST) every connection unread, then normal
+--   c:freeze(true); c:freeze(false)        -- process stopped (SIGSTOP), then reads what was buffered
 --   c:down(); c:up()                       -- process stopped, then back on the same port
 --   c:stop()                               -- stops it and removes its directory
 --
@@ -197,18 +199,41 @@ function Collector:set_status(status)
 end
 
 
+-- Writes the mode control file (see spec/fixtures/collector.lua) and waits
+-- for the collector to read it.
+local function set_mode(self, mode)
+  local tmp = self.dir .. "/mode.tmp"
+  local f = assert(io.open(tmp, "wb"))
+  f:write(mode, "\n")
+  f:close()
+  assert(os.rename(tmp, self.dir .. "/mode"))
+  socket.sleep(0.15)
+end
+
+
 --- stall(true): the collector keeps accepting connections but reads and
 -- answers nothing (a hung collector); stall(false): back to normal, closing
 -- every open connection unread (what was sent meanwhile is never stored, so
 -- a batch the sender timed out on and retries is not stored twice).
 -- Takes effect within about 0.1 s.
 function Collector:stall(on)
-  local tmp = self.dir .. "/mode.tmp"
-  local f = assert(io.open(tmp, "wb"))
-  f:write(on and "stall\n" or "normal\n")
-  f:close()
-  assert(os.rename(tmp, self.dir .. "/mode"))
-  socket.sleep(0.15)
+  set_mode(self, on and "stall" or "normal")
+end
+
+
+--- freeze(true): the collector process is stopped (SIGSTOP): the kernel
+-- still completes connections and buffers what is sent, nothing is read
+-- until freeze(false) (SIGCONT), after which it reads everything buffered.
+function Collector:freeze(on)
+  run("kill -" .. (on and "STOP" or "CONT") .. " " .. self.pid)
+end
+
+
+--- reset(true): every open connection and every new one is reset (RST)
+-- without a byte read (a crashing collector, a middlebox killing flows);
+-- reset(false): back to normal. Takes effect within about 0.1 s.
+function Collector:reset(on)
+  set_mode(self, on and "reset" or "normal")
 end
 
 
