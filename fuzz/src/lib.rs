@@ -69,7 +69,9 @@ fn check_usable(c: &Config) {
     // The auth request of a credential that is not cached yet.
     let mut ex = p.begin(b"POST", b"/send?x=1", 1_000);
     let n = auth.credential_headers.len() + auth.forward_headers.len();
-    let values: Vec<Vec<u8>> = (0..n).map(|i| format!("Bearer t{i}").into_bytes()).collect();
+    let values: Vec<Vec<u8>> = (0..n)
+        .map(|i| format!("Bearer t{i}").into_bytes())
+        .collect();
     let values: Vec<Option<&[u8]>> = values.iter().map(|v| Some(&v[..])).collect();
     assert_eq!(p.lookup(&mut ex, &values, 0.0), Step::Miss);
     let wire = match p.auth_request(&ex) {
