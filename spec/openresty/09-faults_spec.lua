@@ -52,9 +52,9 @@ local CONCURRENT     = 10
 local HUGE           = 50 * 1024 * 1024
 
 local UNAVAILABLE = { message = "Authentication service unavailable" }
--- nginx core's own line for a reset connection: lua_socket_log_errors does
--- not govern it (nginx logs ECONNRESET on any upstream-like connection)
-local NGINX_RESET = "recv%(%) failed %(104: Connection reset by peer%)"
+-- nginx core's own line for a reset connection, on a read or (OpenResty
+-- 1.25, the log timer) a write: lua_socket_log_errors does not govern it
+local NGINX_RESET = "%a+%(%) failed %(104: Connection reset by peer%)"
 local TOO_LARGE   = "response larger than 1048576 bytes"
 
 local QUIET_HTTP = [[
