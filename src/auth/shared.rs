@@ -123,38 +123,8 @@ pub fn decode_entry(text: &[u8], config: &Config) -> Option<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::verdict::{interpret, Answer};
-    use crate::config::compile;
-    use crate::http1::Response;
-
-    fn config(extra: Value) -> Config {
-        let mut c = json!({"auth": {"url": "http://127.0.0.1:9/auth"}});
-        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
-            for (k, v) in extra {
-                c.insert(k.clone(), v.clone());
-            }
-        }
-        compile(c).expect("valid config")
-    }
-
-    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
-        Response {
-            status,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-            body: body.as_bytes().to_vec(),
-            keepalive: true,
-        }
-    }
-
-    fn allow(a: &Answer) -> &Account {
-        match &a.verdict {
-            Verdict::Allow(a) => a,
-            Verdict::Deny(_) => unreachable!("expected allow"),
-        }
-    }
+    use crate::auth::verdict::interpret;
+    use crate::auth::verdict::testing::{allow, config, response};
 
     #[test]
     fn shared_dict_entries_with_foreign_header_rules_are_misses() {

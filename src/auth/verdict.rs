@@ -267,13 +267,15 @@ pub fn interpret(config: &Config, resp: &Response, now: f64) -> Result<Answer, A
     }
 }
 
+/// Test helpers shared by the auth modules' tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::config::compile;
     use serde_json::json;
 
-    fn config(extra: Value) -> Config {
+    /// A config with a local auth URL and `extra`'s top-level fields.
+    pub(crate) fn config(extra: Value) -> Config {
         let mut c = json!({"auth": {"url": "http://127.0.0.1:9/auth"}});
         if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
             for (k, v) in extra {
@@ -283,7 +285,8 @@ mod tests {
         compile(c).expect("valid config")
     }
 
-    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+    /// An auth service answer.
+    pub(crate) fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
         Response {
             status,
             headers: headers
@@ -295,12 +298,20 @@ mod tests {
         }
     }
 
-    fn allow(a: &Answer) -> &Account {
+    /// The account of an allow answer.
+    pub(crate) fn allow(a: &Answer) -> &Account {
         match &a.verdict {
             Verdict::Allow(a) => a,
             Verdict::Deny(_) => unreachable!("expected allow"),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{allow, config, response};
+    use super::*;
+    use serde_json::json;
 
     #[test]
     fn allow_uses_configured_ttl() {
