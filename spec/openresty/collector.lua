@@ -28,97 +28,17 @@ local LUAJIT   = os.getenv("AUTH_ROUTER_LUAJIT") or "luajit"
 local KEEP     = os.getenv("AUTH_ROUTER_KEEP") == "1"
 local SCRIPT   = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".")
                  .. "/../fixtures/collector.lua"
-local START_TIMEOUT = 5
-local STOP_TIMEOUT  = 5
 local LIFETIME      = 300  -- seconds: the collector exits by itself after this
 
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-
-local function run(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local code = tonumber(out:match("__rc=(%d+)%s*$"))
-  return code, (out:gsub("__rc=%d+%s*$", ""))
-end
-
-
-local function read_file(path, offset)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  if offset then
-    f:seek("set", offset)
-  end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
-
--- The pid of this (the test runner's) process, which the collector watches.
-local my_pid
-do
-  local ok, ffi = pcall(require, "ffi")
-  if ok then
-    pcall(ffi.cdef, "int getpid(void);")
-    local okp, pid = pcall(function() return ffi.C.getpid() end)
-    if okp then
-      my_pid = tonumber(pid)
-    end
-  end
-  if not my_pid then
-    local stat = read_file("/proc/self/stat")
-    -- without FFI /proc/self is the reading process itself: still us
-    my_pid = stat and tonumber(stat:match("^%d+"))
-  end
-end
-
-
--- Reaps a zombie child (the collector is re-parented to us when the helpers'
--- subreaper is active); alive() below calls it.
-local reap = function() end
-do
-  local ok, ffi = pcall(require, "ffi")
-  if ok then
-    pcall(ffi.cdef, "int waitpid(int pid, int *status, int options);")
-    reap = function(pid) pcall(ffi.C.waitpid, pid, nil, 1) end
-  end
-end
-
-
-local function alive(pid)
-  local stat = read_file("/proc/" .. pid .. "/stat")
-  if not stat then
-    return false
-  end
-  local state = stat:match("^%d+ %b() (%a)")
-  if state == "Z" then
-    reap(pid)
-  end
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
-
-
-local function wait_until(timeout, pred)
-  local deadline = socket.gettime() + timeout
-  repeat
-    if pred() then
-      return true
-    end
-    socket.sleep(0.01)
-  until socket.gettime() > deadline
-  return pred()
-end
+local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local peer = dofile(HERE .. "/peer.lua")
+local shell_quote, run, read_file = peer.shell_quote, peer.run, peer.read_file
+local alive, wait_until = peer.alive, peer.wait_until
 _M.wait_until = wait_until
 
 
-local running = {}  -- collectors started and not stopped
+local running = peer.track(_M)  -- collectors started and not stopped
 
 local Collector = {}
 Collector.__index = Collector
@@ -126,30 +46,10 @@ Collector.__index = Collector
 
 -- Starts the process; waits for its ready file. `port` 0: a free one.
 function Collector:_launch(port)
-  os.remove(self.dir .. "/ready")
-  local cmd = self.luajit .. " " .. shell_quote(SCRIPT)
-              .. " dir=" .. shell_quote(self.dir)
-              .. " host=127.0.0.1 port=" .. tostring(port)
-              .. " lifetime=" .. tostring(self.lifetime)
-              .. (my_pid and (" watch=" .. my_pid) or "")
-              .. " </dev/null >>" .. shell_quote(self.dir .. "/collector.log") .. " 2>&1 & echo $!"
-  local code, out = run(cmd)
-  local pid = tonumber(out:match("(%d+)%s*$"))
-  if code ~= 0 or not pid then
-    error("cannot start the collector: " .. out, 3)
-  end
-  self.pid = pid
-  local ok = wait_until(START_TIMEOUT, function()
-    return read_file(self.dir .. "/ready") ~= nil or not alive(pid)
-  end)
-  local ready = read_file(self.dir .. "/ready")
-  if not ok or not ready then
-    if alive(pid) then
-      run("kill -KILL " .. pid)
-    end
-    error("the collector did not start:\n" .. (read_file(self.dir .. "/collector.log") or ""), 3)
-  end
-  self.port = tonumber(ready:match("^%d+ (%d+)"))
+  self.pid, self.port = peer.launch{
+    luajit = self.luajit, script = SCRIPT, dir = self.dir, port = port,
+    log = "collector.log", what = "the collector", args = " lifetime=" .. tostring(self.lifetime),
+  }
   self.is_up = true
 end
 
@@ -333,16 +233,7 @@ function Collector:wait_quiet(quiet, timeout)
 end
 
 
-local function kill_and_wait(pid)
-  if not pid or not alive(pid) then
-    return
-  end
-  run("kill -TERM " .. pid)
-  if not wait_until(STOP_TIMEOUT, function() return not alive(pid) end) then
-    run("kill -KILL " .. pid)
-    wait_until(STOP_TIMEOUT, function() return not alive(pid) end)
-  end
-end
+local kill_and_wait = peer.kill_and_wait
 
 
 --- Makes the collector unavailable: the process ends (its connections are
@@ -375,20 +266,6 @@ function Collector:stop()
   if not KEEP and self.dir and self.dir:match("^/tmp/auth%-router%-collector%.") then
     run("rm -rf " .. shell_quote(self.dir))
   end
-end
-
-
---- Stops every collector not stopped yet.
-function _M.stop_all()
-  for c in pairs(running) do
-    c:stop()
-  end
-end
-
--- Safety net when the Lua state closes; specs still stop theirs.
-_M._sentinel = newproxy and newproxy(true)
-if _M._sentinel then
-  getmetatable(_M._sentinel).__gc = function() _M.stop_all() end
 end
 
 

@@ -21,42 +21,20 @@ local _M = {}
 local LUAJIT = os.getenv("AUTH_ROUTER_LUAJIT") or "luajit"
 local KEEP   = os.getenv("AUTH_ROUTER_KEEP") == "1"
 local SCRIPT = helpers.FIXTURES .. "/fault_auth.lua"
-local START_TIMEOUT = 5
-local STOP_TIMEOUT  = 5
+local peer = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/peer.lua")
+local run, quote, read_file = peer.run, peer.shell_quote, peer.read_file
 
-local run, quote, read_file = helpers.run, helpers.shell_quote, helpers.read_file
-
-local my_pid do
-  local ffi = require "ffi"
-  pcall(ffi.cdef, "int getpid(void);")
-  my_pid = tonumber(ffi.C.getpid())
-end
-
-local running = {}
+local running = peer.track(_M)
 
 local FaultAuth = {}
 FaultAuth.__index = FaultAuth
 
 
 function FaultAuth:_launch(port)
-  os.remove(self.dir .. "/ready")
-  local code, out = run(LUAJIT .. " " .. quote(SCRIPT) .. " dir=" .. quote(self.dir)
-                        .. " port=" .. port .. " watch=" .. my_pid
-                        .. " </dev/null >>" .. quote(self.dir .. "/fault_auth.log") .. " 2>&1 & echo $!")
-  local pid = tonumber(out:match("(%d+)%s*$"))
-  if code ~= 0 or not pid then
-    error("cannot start the fault auth service: " .. out, 3)
-  end
-  self.pid = pid
-  helpers.wait_until(START_TIMEOUT, function()
-    return read_file(self.dir .. "/ready") ~= nil or not helpers.alive(pid)
-  end)
-  local ready = read_file(self.dir .. "/ready")
-  if not ready then
-    run("kill -KILL " .. pid)
-    error("the fault auth service did not start:\n" .. (read_file(self.dir .. "/fault_auth.log") or ""), 3)
-  end
-  self.port = tonumber(ready:match("^%d+ (%d+)"))
+  self.pid, self.port = peer.launch{
+    luajit = LUAJIT, script = SCRIPT, dir = self.dir, port = port,
+    log = "fault_auth.log", what = "the fault auth service",
+  }
 end
 
 
@@ -121,16 +99,7 @@ function FaultAuth:closes(token)
 end
 
 
-local function kill_and_wait(pid)
-  if not pid or not helpers.alive(pid) then
-    return
-  end
-  run("kill -TERM " .. pid)
-  if not helpers.wait_until(STOP_TIMEOUT, function() return not helpers.alive(pid) end) then
-    run("kill -KILL " .. pid)
-    helpers.wait_until(STOP_TIMEOUT, function() return not helpers.alive(pid) end)
-  end
-end
+local kill_and_wait = peer.kill_and_wait
 
 
 --- The process ends: its port refuses connections. Events stay readable.
@@ -141,7 +110,7 @@ end
 
 --- Starts it again on the same port (forgets the once- tokens it saw).
 function FaultAuth:up()
-  if not helpers.alive(self.pid) then
+  if not peer.alive(self.pid) then
     self:_launch(self.port)
   end
 end
@@ -158,18 +127,6 @@ function FaultAuth:stop()
   if not KEEP and self.dir and self.dir:match("^/tmp/auth%-router%-fault%-auth%.") then
     run("rm -rf " .. quote(self.dir))
   end
-end
-
-
-function _M.stop_all()
-  for a in pairs(running) do
-    a:stop()
-  end
-end
-
-_M._sentinel = newproxy and newproxy(true)
-if _M._sentinel then
-  getmetatable(_M._sentinel).__gc = function() _M.stop_all() end
 end
 
 
