@@ -331,8 +331,14 @@ end
 
 --- Stops every instance started by this harness and not stopped yet.
 function helpers.stop_all()
-  for inst in pairs(running) do
+  -- next(), not a generic for: this also runs in the sentinel's __gc while
+  -- the Lua state closes, where a `for ... in pairs` loop was seen spinning
+  -- forever (LuaJIT, JIT turned off by lua_close) and busted never exited
+  local inst = next(running)
+  while inst do
     inst:stop()
+    running[inst] = nil
+    inst = next(running)
   end
 end
 

@@ -155,8 +155,14 @@ end
 function _M.track(module)
   local running = {}
   function module.stop_all()
-    for p in pairs(running) do
+    -- next(), not a generic for: this also runs in the sentinel's __gc while
+    -- the Lua state closes, where a `for ... in pairs` loop was seen spinning
+    -- forever (LuaJIT, JIT turned off by lua_close) and busted never exited
+    local p = next(running)
+    while p do
       p:stop()
+      running[p] = nil
+      p = next(running)
     end
   end
   module._sentinel = newproxy and newproxy(true)
