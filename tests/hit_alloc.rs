@@ -129,6 +129,7 @@ fn hit(plugin: &Rc<Plugin>, headers: &[NgxHeader]) -> i32 {
             ptr: std::ptr::null(),
             len: 0,
         },
+        spoofed: 0,
     };
     let mut pair = [ArStr {
         ptr: std::ptr::null(),

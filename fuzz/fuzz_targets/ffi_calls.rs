@@ -149,6 +149,7 @@ fn one_request(u: &mut Unstructured<'_>, p: &Rc<Plugin>) -> ArbResult<()> {
             ptr: std::ptr::null(),
             len: 0,
         },
+        spoofed: 0,
     };
     let step = check(
         unsafe {

@@ -9,6 +9,7 @@
 -- never let through unauthenticated.
 
 local ffi    = require "ffi"
+local bit    = require "bit"
 local native = require "auth_router.native"
 local config = require "auth_router.config"
 local http1  = require "auth_router.http1"
@@ -72,6 +73,8 @@ local access_out = ffi.new("ar_access_out")
 local ffi_string = ffi.string
 local NO_ROUTE   = native.NO_ROUTE
 local UPSTREAM, RESPONSE = 0, 1
+local band, lshift = bit.band, bit.lshift
+local SPOOFED_REST = bit.tobit(0x80000000) -- ar_access_out.spoofed: any name from the 32nd on
 -- ar_access's step codes (the mlua exchange's wait steps name them), and
 -- ar_identity's cache status codes.
 local NONE, ALLOW, DENY, MISS, FAILED, REPEATED = 0, 1, 2, 3, 4, 5
@@ -171,7 +174,8 @@ local function make_plan(plugin)
   for _, h in ipairs(auth.forward_headers) do
     plan.names[#plan.names + 1] = h
   end
-  -- Spoofable headers: every upstream header and the route header, always.
+  -- Spoofable headers (in ar_access's `spoofed` order): every upstream
+  -- header, then the route header.
   -- Header names by rule index (0-based, as ar_header answers).
   plan.upstream_names, plan.response_names = {}, {}
   for i, rule in ipairs(c.upstream_headers) do
@@ -639,8 +643,23 @@ local function capture_request_body(log_plan, exchange)
 end
 
 
--- access, first part (never yields): strips spoofable headers, applies
--- recorded purges, and hands the request to ar_access. Returns the handle,
+-- Clears the spoofable headers ar_access found (its `spoofed` mask: bit
+-- j-1 for plan.strip[j], bit 31 for any from the 32nd on). Only a client
+-- trying to spoof sends one: clearing a header nginx does not hold costs as
+-- much as setting one, so the others are left alone.
+local function strip_spoofed(strip, spoofed)
+  local clear = ngx.req.clear_header
+  for j = 1, #strip do
+    if band(spoofed, j <= 31 and lshift(1, j - 1) or SPOOFED_REST) ~= 0 then
+      clear(strip[j])
+    end
+  end
+end
+
+
+-- access, first part (never yields): applies recorded purges, hands the
+-- request to ar_access, and strips the spoofable headers it found (it
+-- reads the others' values as if those were gone). Returns the handle,
 -- the step and what ar_access answered besides (copied out at once:
 -- access_out is reused by the next request).
 local function begin(plugin, plan)
@@ -648,9 +667,6 @@ local function begin(plugin, plan)
     load_ngx_ffi()
   end
   local req = ngx.req
-  for i = 1, #plan.strip do
-    req.clear_header(plan.strip[i])
-  end
   if plan.dict then
     apply_purges(plugin, plan, plan.dict)
   end
@@ -673,6 +689,9 @@ local function begin(plugin, plan)
     error(native.last_error(rc), 0)
   end
   local out = access_out
+  if out.spoofed ~= 0 then
+    strip_spoofed(plan.strip, out.spoofed)
+  end
   local route_path = out.path.ptr ~= nil and ffi_string(out.path.ptr, out.path.len) or nil
   return out.handle, rc, out.upstream, out.route, route_path, out.repeated
 end

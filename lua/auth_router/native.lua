@@ -21,6 +21,7 @@ typedef struct {
   int32_t repeated;  /* step 5: index of the repeated credential/forwarded header */
   int32_t route;     /* allow from the cache: matched route index, or -1 */
   ar_str  path;      /* the route's upstream path (strip_prefix), or NULL */
+  uint32_t spoofed;  /* spoofable headers present: bit j = upstream header rule j, then the route header */
 } ar_access_out;
 
 int ar_last_error(ar_str *out);

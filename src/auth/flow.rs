@@ -120,6 +120,28 @@ fn scope(config: &Config) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// Which [`Plugin::spoofable_names`] a request carries: bit `j` for name
+/// `j` below 31, bit 31 for any name from 31 on (so a u32 says it, and Lua
+/// reads it as a plain number). Nearly always 0: only a client trying to
+/// spoof sends one, so the strip costs nothing otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoofMask(pub u32);
+
+impl SpoofMask {
+    /// The bit of name `j`.
+    pub const fn bit(j: usize) -> u32 {
+        if j < 31 {
+            1 << j
+        } else {
+            1 << 31
+        }
+    }
+
+    fn set(&mut self, j: usize) {
+        self.0 |= Self::bit(j);
+    }
+}
+
 impl Plugin {
     /// Runtime state for `config`; `secret` is this node's cache-key secret.
     pub fn new(config: Config, secret: &[u8]) -> Self {
@@ -218,16 +240,30 @@ impl Plugin {
             .flatten()
     }
 
+    /// The header names a client must not send upstream, in this order:
+    /// every upstream header rule's, then the route header (lowercase).
+    pub fn spoofable_names(&self) -> impl Iterator<Item = &str> {
+        self.config
+            .upstream_headers
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain(self.config.route_header.as_ref().map(|h| h.as_str()))
+    }
+
     /// Reads a request's header list (lowercase names, as nginx lists them)
     /// once: the values of [`Plugin::value_names`] (`None` where absent)
     /// and the API-version header's first value when routes need it, then
-    /// hands them to `then`. `Err(i)`: header `i` of [`Plugin::value_names`]
-    /// appears more than once. Which of two credentials would the upstream
-    /// read? The request is refused instead (as Kong's key-auth does).
+    /// hands them to `then` with the [`SpoofMask`] of the
+    /// [`Plugin::spoofable_names`] present. Those are skipped, as if
+    /// already stripped: a name both spoofable and read never reaches the
+    /// auth call from the client. `Err(i)`: header `i` of
+    /// [`Plugin::value_names`] appears more than once. Which of two
+    /// credentials would the upstream read? The request is refused instead
+    /// (as Kong's key-auth does).
     pub fn read_headers<'h, T>(
         &self,
         headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
-        then: impl FnOnce(&[Option<&'h [u8]>], Option<&'h [u8]>) -> T,
+        then: impl FnOnce(&[Option<&'h [u8]>], Option<&'h [u8]>, SpoofMask) -> T,
     ) -> Result<T, usize> {
         const INLINE: usize = 8;
         let auth = &self.config.auth;
@@ -243,7 +279,14 @@ impl Plugin {
         let version_name =
             (!self.router.is_empty()).then(|| self.config.api_version.header.as_str().as_bytes());
         let mut version = None;
-        for (name, value) in headers {
+        let mut spoofed = SpoofMask(0);
+        'list: for (name, value) in headers {
+            for (j, spoofable) in self.spoofable_names().enumerate() {
+                if name == spoofable.as_bytes() {
+                    spoofed.set(j);
+                    continue 'list;
+                }
+            }
             for (i, wanted) in self.value_names().enumerate() {
                 if name == wanted.as_bytes() {
                     if found[i].is_some() {
@@ -256,7 +299,7 @@ impl Plugin {
                 version = Some(value);
             }
         }
-        Ok(then(found, version))
+        Ok(then(found, version, spoofed))
     }
 
     /// Splits header values in [`Plugin::value_names`] order into the
@@ -527,6 +570,65 @@ mod tests {
         let mut ex = Exchange::begin(b"GET", Some(b"/"), 0);
         assert_eq!(lookup(p, &mut ex, cred(token), vec![None], now), Step::Miss);
         ex
+    }
+
+    /// [`Plugin::read_headers`] over (name, value) pairs: the values read
+    /// (owned) and the spoof mask, or the repeated header's index.
+    fn scan(p: &Plugin, list: &[(&str, &str)]) -> Result<(Vec<Option<String>>, u32), usize> {
+        let pairs = list.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        p.read_headers(pairs, |values, _, spoofed| {
+            let values = values
+                .iter()
+                .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                .collect();
+            (values, spoofed.0)
+        })
+    }
+
+    #[test]
+    fn read_headers_marks_spoofable_headers_and_skips_them() {
+        let c = compile(json!({
+            "auth": {"url": "http://127.0.0.1:9/auth", "forward_headers": ["x-tenant"]},
+            "upstream_headers": [
+                {"name": "x-account-id", "pointer": "/id"},
+                {"name": "x-tenant", "pointer": "/tenant"}
+            ],
+            "route_header": "x-route"
+        }))
+        .expect("valid");
+        let p = Plugin::new(c, b"s");
+        let names: Vec<&str> = p.spoofable_names().collect();
+        assert_eq!(names, ["x-account-id", "x-tenant", "x-route"]);
+
+        let clean = scan(&p, &[("authorization", "Bearer a"), ("accept", "*/*")]);
+        assert_eq!(clean, Ok((vec![Some("Bearer a".into()), None], 0)));
+
+        // x-tenant is both forwarded and set upstream: the client's value is
+        // a spoof, stripped, never forwarded to the auth service; repeating
+        // a spoofable header is no error.
+        let spoofed = scan(
+            &p,
+            &[
+                ("x-route", "email"),
+                ("authorization", "Bearer a"),
+                ("x-tenant", "t1"),
+                ("x-tenant", "t2"),
+            ],
+        );
+        assert_eq!(spoofed, Ok((vec![Some("Bearer a".into()), None], 0b110)));
+
+        assert_eq!(
+            scan(&p, &[("authorization", "a"), ("authorization", "b")]),
+            Err(0)
+        );
+    }
+
+    #[test]
+    fn spoof_mask_folds_names_from_the_32nd_into_bit_31() {
+        assert_eq!(SpoofMask::bit(0), 1);
+        assert_eq!(SpoofMask::bit(30), 1 << 30);
+        assert_eq!(SpoofMask::bit(31), 1 << 31);
+        assert_eq!(SpoofMask::bit(200), 1 << 31);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::slots;
 use super::{fail, guard, input, slot_error, ArStr, ERR_ARG};
-use crate::auth::flow::{Plugin, Step};
+use crate::auth::flow::{Plugin, SpoofMask, Step};
 use crate::{fault, stats};
 use std::borrow::Cow;
 use std::ffi::{c_int, c_void};
@@ -74,6 +74,11 @@ pub struct ArAccess {
     /// With a route that strips its prefix: the upstream path. Points into
     /// `path` or into the slot; copy it before `path` goes away.
     pub path: ArStr,
+    /// The spoofable headers the request carries, to strip
+    /// ([`SpoofMask`]: bit j for name j of the upstream header rules then
+    /// the route header; bit 31 for any from 31 on). Set on every step
+    /// that may let the request through (not on a repeated header).
+    pub spoofed: u32,
 }
 
 /// access: begins the request's exchange in a new slot, reads the
@@ -115,6 +120,7 @@ pub unsafe extern "C" fn ar_access(
             repeated: -1,
             route: -1,
             path: ArStr::NULL,
+            spoofed: 0,
         };
         let plugin = {
             let ptr = plugin as *const Plugin;
@@ -133,7 +139,8 @@ pub unsafe extern "C" fn ar_access(
             std::slice::from_raw_parts(headers, n as usize)
         };
         let pairs = headers.iter().map(|h| (h.key.bytes(), h.value.bytes()));
-        let code = match plugin.read_headers(pairs, |values, version| {
+        let code = match plugin.read_headers(pairs, |values, version, spoofed: SpoofMask| {
+            out.spoofed = spoofed.0;
             let step = plugin.lookup(&mut ex, values, now);
             if step == Step::Miss {
                 ex.set_api_version(version);
