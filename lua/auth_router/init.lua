@@ -185,6 +185,9 @@ local function make_plan(plugin)
   for i, rule in ipairs(c.response_headers) do
     plan.response_names[i - 1] = rule.name
   end
+  plan.nresponse = #c.response_headers
+  plan.consumer = c.consumer ~= ngx.null and c.consumer ~= nil and c.consumer.by ~= ngx.null
+                  and c.consumer.by ~= nil
   if c.route_header ~= ngx.null and c.route_header then
     plan.strip[#plan.strip + 1] = c.route_header
     plan.route_header = c.route_header
@@ -753,17 +756,90 @@ local function decide(plan, handle, step, upstream, route_index, route_path, rep
 end
 
 
---- access(plugin) -> handle, status, body, headers
--- Authenticates (and routes) the request. `handle` names the request's
--- native state until log(); keep it for the other phases (nil only when
--- none could be made). To end the request: `status`, a JSON `body` and
--- extra response `headers`. To let it through: `status` is nil and the
--- third and fourth values are the route decision: the matched route (a
--- table shared by every request of the route: read it, never change it;
--- `port` is nil when `host` names a Kong upstream), or nil; and the
--- upstream path when the route strips its prefix, or nil.
+-- The response header values of an allowed request as Lua strings, for a
+-- plan that keeps no slot past access: the value alone when the config has
+-- one response header rule, else a table by rule index (0-based); nil
+-- when the account has none.
+local function response_values(plan, handle)
+  local count = C.ar_header_count(handle, RESPONSE)
+  if count <= 0 then
+    if count < 0 then
+      error(native.last_error(count), 0)
+    end
+    return nil
+  end
+  local values = plan.nresponse > 1 and {} or nil
+  for i = 0, count - 1 do
+    local rule = C.ar_header(handle, RESPONSE, i, str_out)
+    if rule < 0 then
+      error(native.last_error(rule), 0)
+    end
+    local value = ffi_string(str_out[0].ptr, str_out[0].len)
+    if not values then
+      return value
+    end
+    values[rule] = value
+  end
+  return values
+end
+
+
+-- Fills the caller's identity table for an allowed request (see access).
+local function fill_identity(plan, handle, identity)
+  local rc = C.ar_identity(handle, str_out)
+  if rc < 0 then
+    error(native.last_error(rc), 0)
+  end
+  local id = str_out[0].ptr ~= nil and ffi_string(str_out[0].ptr, str_out[0].len) or nil
+  identity.id, identity.account_id, identity.cache = id, id, CACHE_STATUS[rc]
+  if plan.consumer then
+    identity.consumer_value = native.exchange(handle):consumer_value()
+  end
+end
+
+
+-- access, last part for a plan that logs nothing: nothing is left for the
+-- later phases but the response header values, so the slot is freed now
+-- and the request needs no log phase (nor body_filter). Returns the state
+-- to keep.
+local function close_unlogged(plan, handle, allowed, identity)
+  local ok, state = true, nil
+  if allowed then
+    ok, state = pcall(response_values, plan, handle)
+    if ok and identity then
+      local err
+      ok, err = pcall(fill_identity, plan, handle, identity)
+      if not ok then
+        state = err
+      end
+    end
+  end
+  local rc = C.ar_finish(handle)
+  if rc < 0 then
+    return false, native.last_error(rc)
+  end
+  return ok, state
+end
+
+
+--- access(plugin [, identity]) -> state, status, body, headers
+-- Authenticates (and routes) the request. `state` is what the later
+-- phases need: hand it to header_filter, body_filter, log and refuse. With
+-- logging on it names the request's native slot until log() frees it;
+-- with logging off no slot outlives access (the state is nil or the
+-- account's response header values, as Lua strings) and the request needs
+-- neither a body_filter nor a log phase. To end the request: `status`, a
+-- JSON `body` and extra response `headers`. To let it through: `status`
+-- is nil and the third and fourth values are the route decision: the
+-- matched route (a table shared by every request of the route: read it,
+-- never change it; `port` is nil when `host` names a Kong upstream), or
+-- nil; and the upstream path when the route strips its prefix, or nil.
+-- `identity` (optional table): filled for an allowed request with `id`
+-- and `account_id` (the account id), `cache` (hit, miss, stale) and,
+-- with `consumer.by` set, `consumer_value` (the account's value at
+-- `consumer.pointer`).
 -- Context: access.
-function _M.access(plugin)
+function _M.access(plugin, identity)
   local ok, plan = pcall(plan_for, plugin)
   local handle, step, upstream, route_index, route_path, repeated
   if ok then
@@ -777,50 +853,115 @@ function _M.access(plugin)
   ok, status, a, b = pcall(decide, plan, handle, step, upstream, route_index, route_path, repeated)
   if not ok then
     internal_error("access", status)
-    -- the slot stays with the request and is freed by log()
-    return handle, INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE }
+    if plan.log then
+      -- the slot stays with the request and is freed by log()
+      return handle, INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE }
+    end
+    C.ar_finish(handle)
+    return nil, INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE }
   end
-  return handle, status, a, b
+  if plan.log then
+    if identity and not status then
+      local err
+      ok, err = pcall(fill_identity, plan, handle, identity)
+      if not ok then
+        internal_error("access", err)
+        return handle, INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE }
+      end
+    end
+    return handle, status, a, b
+  end
+  local state
+  ok, state = close_unlogged(plan, handle, not status, identity)
+  if not ok then
+    internal_error("access", state)
+    return nil, INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE }
+  end
+  return state, status, a, b
 end
 
 
---- refuse(handle): the adapter ends an authenticated request with its own
--- error (a route that cannot be applied, a path that cannot be rewritten):
--- that answer is the gateway's, so it gets no account response headers.
+--- refuse(state) -> state: the adapter ends an authenticated request with
+-- its own error (a route that cannot be applied, a path that cannot be
+-- rewritten): that answer is the gateway's, so it gets no account response
+-- headers. Keep the state it returns in place of the old one.
 -- Context: access, after access() let the request through.
-function _M.refuse(handle)
-  if handle then
-    C.ar_refuse(handle)
+function _M.refuse(state)
+  if type(state) == "number" then
+    C.ar_refuse(state)
+    return state
+  end
+  return nil
+end
+
+
+-- Sets response header `name` to a Lua string (no native call).
+local function set_response_value(name, value)
+  if not get_request then
+    load_ngx_ffi()
+  end
+  local rc
+  if DIRECT_RESP_HEADERS then
+    rc = C_ngx.ngx_http_lua_ffi_set_resp_header(get_request(), name, #name, 0, value, #value,
+                                                nil, 0, 1, errmsg)
+  else
+    ngx.header[name] = value
+    rc = FFI_OK
+  end
+  if rc ~= FFI_OK and rc ~= FFI_DECLINED then
+    ngx_error("set header " .. name, rc)
   end
 end
 
 
---- header_filter(plugin, handle): records the status, adds the account's
--- response headers. Never fails the response.
-function _M.header_filter(plugin, handle)
-  if not handle then
-    return
+-- The response header values access() kept (logging off): one value, or
+-- a table by rule index.
+local function set_response_values(plan, values)
+  local names = plan.response_names
+  if type(values) == "string" then
+    return set_response_value(names[0], values)
   end
-  local count = C.ar_response(handle, ngx.status)
-  if count == 0 then
+  for rule = 0, plan.nresponse - 1 do
+    local value = values[rule]
+    if value then
+      set_response_value(names[rule], value)
+    end
+  end
+end
+
+
+--- header_filter(plugin, state): adds the account's response headers (with
+-- logging on, also records the status for the log). Never fails the
+-- response.
+function _M.header_filter(plugin, state)
+  if not state then
     return
   end
   local plan = plans[plugin]
   if not plan then
     return internal_error("header_filter", "no plan for this plugin")
   end
-  local ok, err = pcall(set_headers, handle, RESPONSE, count, plan.response_names)
+  local ok, err
+  if type(state) == "number" then
+    local count = C.ar_response(state, ngx.status)
+    if count == 0 then
+      return
+    end
+    ok, err = pcall(set_headers, state, RESPONSE, count, plan.response_names)
+  else
+    ok, err = pcall(set_response_values, plan, state)
+  end
   if not ok then
     internal_error("header_filter", err)
   end
 end
 
 
---- body_filter(plugin, handle): shows each chunk to the native side when
+--- body_filter(plugin, state): shows each chunk to the native side when
 -- the response body is logged (no native call otherwise); the chunk itself
--- passes through untouched.
-function _M.body_filter(plugin, handle)
-  if not handle then
+-- passes through untouched. Only needed when response bodies are logged.
+function _M.body_filter(plugin, state)
+  if type(state) ~= "number" then
     return
   end
   local plan = plans[plugin]
@@ -828,7 +969,7 @@ function _M.body_filter(plugin, handle)
     return
   end
   local chunk = ngx.arg[1]
-  local rc = C.ar_body_chunk(handle, chunk, chunk and #chunk or 0)
+  local rc = C.ar_body_chunk(state, chunk, chunk and #chunk or 0)
   if rc < 0 then
     internal_error("body_filter", native.last_error(rc))
   end
@@ -858,15 +999,16 @@ local function finish_logged(handle, plan, destination)
 end
 
 
---- log(plugin, handle, destination): closes the exchange (its log record,
--- when the plugin logs) and frees its slot. The handle is dead afterwards.
--- `destination` (optional) answers where the host sent a proxied request
--- that no route matched: a "host:port" target, or nil and a Kong Upstream
--- name; called only when a record is written.
-function _M.log(plugin, handle, destination)
-  if not handle then
+--- log(plugin, state, destination): writes the log record and frees the
+-- request's slot; the state is dead afterwards. Only needed when the
+-- plugin logs (does nothing otherwise). `destination` (optional) answers
+-- where the host sent a proxied request that no route matched: a
+-- "host:port" target, or nil and a Kong Upstream name.
+function _M.log(plugin, state, destination)
+  if type(state) ~= "number" then
     return
   end
+  local handle = state
   local plan = plugin and plans[plugin]
   if plan and plan.log then
     local ok, err = pcall(finish_logged, handle, plan, destination)
@@ -888,12 +1030,12 @@ function _M.log(plugin, handle, destination)
 end
 
 
---- release(handle): frees a request's native slot without a log record
+--- release(state): frees a request's native slot without a log record
 -- (the adapter saw the request come back through access after an internal
 -- redirect; the new exchange is the one logged). A stale handle is ignored.
-function _M.release(handle)
-  if handle then
-    C.ar_finish(handle)
+function _M.release(state)
+  if type(state) == "number" then
+    C.ar_finish(state)
   end
 end
 
@@ -946,30 +1088,6 @@ function _M.purge(plugin, values)
     end
   end
   return true
-end
-
-
---- identity(handle) -> account_id, cache_status
--- After access() let the request through: who it is and how the cache
--- answered ("hit", "miss", "stale"). Context: after access.
-function _M.identity(handle)
-  if not handle then
-    return nil, "none"
-  end
-  local rc = C.ar_identity(handle, str_out)
-  if rc < 0 then
-    error(native.last_error(rc), 2)
-  end
-  local id = str_out[0].ptr ~= nil and ffi_string(str_out[0].ptr, str_out[0].len) or nil
-  return id, CACHE_STATUS[rc]
-end
-
-
---- consumer_value(handle) -> string | nil
--- After access() let the request through, with `consumer.by` set: the
--- account's value at `consumer.pointer` (a string, or a number as text).
-function _M.consumer_value(handle)
-  return handle and native.exchange(handle):consumer_value()
 end
 
 

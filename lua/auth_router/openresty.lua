@@ -4,8 +4,12 @@
 --   init_by_lua_block { require("auth_router.openresty").init("/etc/auth-router/config.json") }
 --   access_by_lua_block        { require("auth_router.openresty").access() }
 --   header_filter_by_lua_block { require("auth_router.openresty").header_filter() }
---   body_filter_by_lua_block   { require("auth_router.openresty").body_filter() }
---   log_by_lua_block           { require("auth_router.openresty").log() }
+--   body_filter_by_lua_block   { require("auth_router.openresty").body_filter() } -- log.response_body
+--   log_by_lua_block           { require("auth_router.openresty").log() }         -- log.enabled
+--
+-- header_filter is needed for response_headers only; body_filter when
+-- response bodies are logged; log when the config logs. A handler that is
+-- not needed may stay: it does nothing.
 
 local core     = require "auth_router"
 local cjson    = require "cjson.safe"
@@ -24,8 +28,9 @@ local ffi      = require "ffi"
 local get_request = require("resty.core.base").get_request
 
 local BAD_PATH_MESSAGE = "Invalid request path"
--- ngx.ctx fields (no table of our own per request): the request's native
--- handle, and the matched route for the balancer.
+-- ngx.ctx fields (no table of our own per request): the core's state of the
+-- request (a native slot handle when the config logs), and the matched
+-- route for the balancer.
 local HANDLE_KEY       = "auth_router"
 local ROUTE_KEY        = "auth_router_route"
 local TARGET_VAR       = "auth_router_target"
@@ -35,8 +40,9 @@ local _M = {
 }
 
 local plugin -- compiled in init, inherited by every worker
--- This worker's live requests' slot handles by nginx request address (see
--- access).
+local logs   -- whether it logs (else access() keeps no native slot)
+-- This worker's live requests' slot handles (logging configs) by nginx
+-- request address (see access).
 -- An entry whose log phase never ran is overwritten or freed by the next
 -- request nginx allocates at the same address.
 local slot_of = {}
@@ -98,6 +104,7 @@ function _M.init(config)
     end
   end
   plugin = compiled
+  logs = compiled:config().log.enabled
   return true
 end
 
@@ -127,15 +134,21 @@ function _M.access()
   -- keeps the nginx request: the request's native slot is also filed under
   -- it, so the final location's log() finds it, and a redirect that comes
   -- back through access() frees the earlier one.
-  local r = request_id()
-  local previous = slot_of[r]
-  if previous then
-    core.release(previous)
+  -- (A config that does not log keeps no slot past access.)
+  local r
+  if logs then
+    r = request_id()
+    local previous = slot_of[r]
+    if previous then
+      core.release(previous)
+    end
   end
-  local handle, status, a, b = core.access(plugin)
+  local state, status, a, b = core.access(plugin)
   local ctx = ngx.ctx
-  ctx[HANDLE_KEY] = handle
-  slot_of[r] = handle
+  ctx[HANDLE_KEY] = state
+  if r then
+    slot_of[r] = state
+  end
   if status then
     return respond(status, a, b)
   end
@@ -151,7 +164,7 @@ function _M.access()
       local ok, err = pcall(ngx.req.set_uri, path)
       if not ok then
         ngx.log(ngx.INFO, "[auth-router] cannot rewrite path for route '", route.name, "': ", err)
-        core.refuse(handle)
+        ctx[HANDLE_KEY] = core.refuse(state)
         return respond(400, { message = BAD_PATH_MESSAGE })
       end
     end
@@ -208,8 +221,11 @@ local function destination()
 end
 
 
---- Context: log_by_lua*.
+--- Context: log_by_lua*. Needed when the config logs.
 function _M.log()
+  if not logs then
+    return
+  end
   local r = request_id()
   -- nil after an internal redirect dropped ngx.ctx (see access)
   local handle = ngx.ctx[HANDLE_KEY] or slot_of[r]

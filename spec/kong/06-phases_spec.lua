@@ -1,10 +1,10 @@
 -- auth-router's later phases in real Kong (DB-less, 1 worker, so that the
--- worker's native counters are the node's): Kong runs header_filter and
--- body_filter only when a config in force needs them, as worked out by the
--- handler's configure() on every config change. A config that needs
--- neither still authenticates and routes; a new config posted to /config
--- that adds response headers, then logged response bodies, gets them on
--- the next request.
+-- worker's native counters are the node's): Kong runs header_filter,
+-- body_filter and log only when a config in force needs them, as worked out
+-- by the handler's configure() on every config change. A config that needs
+-- none still authenticates and routes, and keeps no native slot past
+-- access; a new config posted to /config that adds response headers, then
+-- logging with response bodies, gets them on the next request.
 
 local helpers = require "spec.helpers"
 local cjson   = require "cjson"
@@ -36,7 +36,15 @@ describe(PLUGIN_NAME .. ": (phases Kong runs) [#" .. strategy .. "]", function()
             plugins = { { name = PLUGIN_NAME, config = plugin_config } } },
           { name = "stats", hosts = { "stats.test" },
             plugins = { { name = "pre-function", config = { access = { [[
-              return kong.response.exit(200, require("auth_router").stats())
+              local stats = require("auth_router").stats()
+              -- the phases the handler offers Kong now (see configure)
+              local handler = require("kong.plugins.auth-router.handler")
+              stats.offered = {
+                header_filter = handler.header_filter ~= nil,
+                body_filter = handler.body_filter ~= nil,
+                log = handler.log ~= nil,
+              }
+              return kong.response.exit(200, stats)
             ]] } } } } },
         },
       } },
@@ -119,8 +127,9 @@ describe(PLUGIN_NAME .. ": (phases Kong runs) [#" .. strategy .. "]", function()
     end
   end)
 
-  it("runs no header_filter for a config that needs none, and still authenticates", function()
+  it("runs no later phase for a config that needs none, and still authenticates", function()
     local s0 = stats()
+    assert.same({ header_filter = false, body_filter = false, log = false }, s0.offered)
     local res, body = requests(5, "good-phases")
     assert.equal(200, res.status, body)
     assert.is_nil(res.headers["x-account-id"])
@@ -128,18 +137,22 @@ describe(PLUGIN_NAME .. ": (phases Kong runs) [#" .. strategy .. "]", function()
     assert.equal(401, res.status)
     local s1 = stats()
     assert.equal(6, s1.requests - s0.requests)
-    assert.equal(6, s1.completed - s0.completed)  -- log ran for each
-    assert.equal(0, s1.responses - s0.responses)  -- header_filter never did
+    assert.equal(6, s1.completed - s0.completed)  -- closed in access
+    assert.equal(0, s1.live_slots)                -- none waits for a log phase
+    assert.equal(0, s1.responses - s0.responses)  -- header_filter never ran
   end)
 
   it("offers header_filter again once a new config has response headers", function()
     post_config("2", { response_headers = { { name = "x-account-id", pointer = "/id" } } })
     local s0 = stats()
+    assert.same({ header_filter = true, body_filter = false, log = false }, s0.offered)
     local res, body = requests(3, "good-phases")
     assert.equal(200, res.status, body)
     assert.equal("phases", res.headers["x-account-id"])
     local s1 = stats()
-    assert.equal(3, s1.responses - s0.responses)
+    assert.equal(0, s1.live_slots)
+    -- logging off: the values were taken in access, no native call here
+    assert.equal(0, s1.responses - s0.responses)
   end)
 
   it("offers body_filter once a config logs response bodies", function()
@@ -147,6 +160,7 @@ describe(PLUGIN_NAME .. ": (phases Kong runs) [#" .. strategy .. "]", function()
       enabled = true, sink = "tcp", host = "127.0.0.1", port = collector.port,
       flush_interval_ms = 50, response_body = true,
     } })
+    assert.same({ header_filter = true, body_filter = true, log = true }, stats().offered)
     local res, body = requests(1, "good-phases")
     assert.equal(200, res.status, body)
     local rec

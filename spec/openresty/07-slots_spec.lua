@@ -2,10 +2,13 @@
 -- that got one gives it back, however it ends: normally, denied, the client
 -- gone mid-response, another handler ending it after auth-router's access,
 -- a later filter failing, an internal redirect to another location. The
--- `live_slots` counter must come back to zero after each.
+-- `live_slots` counter must come back to zero after each. With logging on
+-- the log phase frees the slot; with logging off no slot outlives access,
+-- so a location needs neither body_filter nor log.
 
-local helpers = require "spec.openresty.helpers"
-local socket  = require "socket"
+local helpers   = require "spec.openresty.helpers"
+local collector = require "spec.openresty.collector"
+local socket    = require "socket"
 
 local sleep = socket.sleep
 
@@ -47,23 +50,47 @@ local LOCATIONS = [[
             proxy_pass http://$auth_router_target;
             proxy_intercept_errors on;
             error_page 502 = /;   # back through access()
+        }
+        location /two-phases/ {   # what a config that does not log needs
+            set $auth_router_target "${default_target}";
+            access_by_lua_block        { require("auth_router.openresty").access() }
+            header_filter_by_lua_block { require("auth_router.openresty").header_filter() }
+            proxy_pass http://$auth_router_target;
         }]]
 
+-- Both configs add response headers, so header_filter has work either way.
+local RESPONSE_HEADERS = {
+  { name = "x-account-id", pointer = "/id" },
+  { name = "x-account-plan", pointer = "/plan" },
+  { name = "x-gateway", value = "auth-router" },
+}
 
-describe("per-request native slots (1 worker)", function()
-  local mocks, gw
+
+for _, logging in ipairs({ true, false }) do
+describe("per-request native slots (1 worker, logging " .. (logging and "on" or "off") .. ")", function()
+  local mocks, gw, sink
 
   lazy_setup(function()
     mocks = helpers.start_mocks()
+    local overrides = { response_headers = RESPONSE_HEADERS }
+    if logging then
+      sink = collector.start()
+      overrides.log = { enabled = true, sink = "tcp", host = "127.0.0.1", port = sink.port,
+                        response_body = true, flush_interval_ms = 50 }
+    end
     gw = helpers.start({
       mocks = mocks,
       workers = 1,
+      config = helpers.config(mocks, overrides),
       locations = LOCATIONS:gsub("%${default_target}", mocks.targets.legacy),
     })
   end)
 
   lazy_teardown(function()
     helpers.stop_all()
+    if sink then
+      sink:stop()
+    end
   end)
 
   -- live_slots after the request's log phase ran (it runs after the response
@@ -85,7 +112,10 @@ describe("per-request native slots (1 worker)", function()
   end)
 
   it("frees the slot of a request that ends normally, and of a denied one", function()
-    assert.equal(200, (helpers.request("GET", gw.gw_url .. "/ok", AUTH)))
+    local status, headers = helpers.request("GET", gw.gw_url .. "/ok", AUTH)
+    assert.equal(200, status)
+    assert.equal("acc_slots", headers["x-account-id"])
+    assert.equal("auth-router", headers["x-gateway"])
     assert.equal(401, (helpers.request("GET", gw.gw_url .. "/ok", { Authorization = "Bearer deny" })))
     assert.equal(401, (helpers.request("GET", gw.gw_url .. "/ok")))
     assert.equal(0, settled_live_slots())
@@ -131,4 +161,34 @@ describe("per-request native slots (1 worker)", function()
     assert.equal(2, after.requests - before.requests)
     assert.equal(2, after.completed - before.completed)
   end)
+
+
+  if not logging then
+    it("needs no log phase: a location with access and header_filter only keeps no slot", function()
+      local before = gw:stats()
+      for i = 1, 3 do
+        -- a miss (new credential), a hit, and a denial
+        local token = { "Bearer good-acc_two" .. i, "Bearer good-acc_two" .. i, "Bearer deny" }
+        for _, t in ipairs(token) do
+          local status, headers = helpers.request("GET", gw.gw_url .. "/two-phases/x",
+                                                  { Authorization = t })
+          if t == "Bearer deny" then
+            assert.equal(401, status)
+            assert.is_nil(headers["x-account-id"])
+          else
+            assert.equal(200, status)
+            assert.equal("acc_two" .. i, headers["x-account-id"])
+            assert.equal("auth-router", headers["x-gateway"])
+          end
+          -- at once: nothing waits for a log phase
+          assert.equal(0, gw:stats().live_slots)
+        end
+      end
+      local after = gw:stats()
+      assert.equal(9, after.requests - before.requests)
+      assert.equal(9, after.completed - before.completed)
+      assert.equal(3, after.l1_hits - before.l1_hits)
+    end)
+  end
 end)
+end

@@ -3,9 +3,10 @@
 -- (lua/auth_router) and only turns the core's answer into a Kong action.
 -- kong.* is used in this directory and nowhere else.
 --
--- Per request, the core's state is one number (the native slot handle) in
--- ngx.ctx; the only table this handler makes is kong.ctx.shared.auth_router,
--- which is also the credential handed to kong.client.authenticate.
+-- Per request, the core's state (a native slot handle when the config logs,
+-- else nil or the response header values) is one ngx.ctx field; the only
+-- table this handler makes is kong.ctx.shared.auth_router, which is also
+-- the credential handed to kong.client.authenticate.
 
 -- luacheck: globals kong, no unused args
 
@@ -20,6 +21,7 @@ local ngx        = ngx
 local pcall      = pcall
 local ipairs     = ipairs
 local setmetatable = setmetatable
+local new_tab    = require "table.new"
 local null       = ngx.null
 local plugin_for = plugin_config.plugin_for
 
@@ -86,12 +88,20 @@ local function destination()
 end
 
 
+-- The gateway answers an allowed request with its own error: no account
+-- response headers on it.
+local function refuse()
+  local ctx = ngx.ctx
+  ctx[HANDLE_KEY] = core.refuse(ctx[HANDLE_KEY])
+end
+
+
 -- Sends the request where the matched route says. A decision that cannot be
 -- applied (an unknown Upstream) is a 5xx with the reason logged, never a
 -- silent fallback to the configured service. kong.service.set_target returns
 -- nothing and raises on bad input (kong/pdk/service.lua); set_upstream
 -- returns true or nil, err.
-local function apply_route(handle, route, path)
+local function apply_route(route, path)
   local ok, err
   if route.port then
     ok, err = pcall(kong.service.set_target, route.host, route.port)
@@ -107,7 +117,7 @@ local function apply_route(handle, route, path)
   end
   if not ok then
     kong.log.err("route '", route.name, "' cannot be applied: ", err)
-    core.refuse(handle)
+    refuse()
     return kong.response.exit(ROUTE_ERROR_STATUS, { message = ROUTE_ERROR_MESSAGE })
   end
   set_balancer_host_type(route.host)
@@ -116,7 +126,7 @@ local function apply_route(handle, route, path)
     ok, err = pcall(kong.service.request.set_path, path)
     if not ok then
       kong.log.info("route '", route.name, "' cannot rewrite the path: ", err)
-      core.refuse(handle)
+      refuse()
       return kong.response.exit(400, { message = BAD_PATH_MESSAGE })
     end
   end
@@ -197,35 +207,31 @@ function AuthRouterHandler:access(conf)
     return kong.response.exit(INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE })
   end
 
-  local handle, status, a, b = core.access(plugin)
-  ngx.ctx[HANDLE_KEY] = handle
+  -- Authenticated: tell Kong who it is, so rate-limiting (limit_by =
+  -- credential) and loggers see the identity, and later plugins can read
+  -- the account id and cache status. The table is both: Kong reads the
+  -- credential's `id` (and nothing else we set); access fills it.
+  local shared = new_tab(0, 5) -- id, account_id, cache, route (+ consumer_value)
+  local state, status, a, b = core.access(plugin, shared)
+  ngx.ctx[HANDLE_KEY] = state
   if status then
     return kong.response.exit(status, a, b)
   end
   local route, path = a, b
-
-  -- Authenticated: tell Kong who it is, so rate-limiting (limit_by =
-  -- credential) and loggers see the identity, and later plugins can read
-  -- the account id and cache status. The table is both: Kong reads the
-  -- credential's `id` (and nothing else we set).
-  local account_id, cache_status = core.identity(handle)
-  local shared = {
-    id         = account_id,
-    account_id = account_id,
-    cache      = cache_status,
-    route      = route and route.name,
-  }
+  local consumer_value = shared.consumer_value
+  shared.consumer_value = nil
+  shared.route = route and route.name
   kong.ctx.shared.auth_router = shared
   local mapping = conf.consumer
   if mapping and mapping.by ~= null and mapping.by ~= nil then
-    local consumer, cerr = consumer_for(conf, core.consumer_value(handle))
+    local consumer, cerr = consumer_for(conf, consumer_value)
     if cerr then
       kong.log.err(cerr)
-      core.refuse(handle)
+      refuse()
       return kong.response.exit(INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE })
     end
     if not consumer then
-      core.refuse(handle)
+      refuse()
       return kong.response.exit(403, { message = NO_CONSUMER_MESSAGE })
     end
     kong.client.authenticate(consumer, shared)
@@ -233,17 +239,18 @@ function AuthRouterHandler:access(conf)
     kong.client.authenticate(nil, shared)
   end
   if route then
-    return apply_route(handle, route, path)
+    return apply_route(route, path)
   end
 end
 
 
--- header_filter and body_filter are offered to Kong only when a config in
--- force needs them (see configure): Kong runs a plugin's handler for a
--- phase on every request that collects the plugin, at a cost of its own
--- (plugin context, namespaced log, instrumentation), and it asks the
+-- header_filter, body_filter and log are offered to Kong only when a
+-- config in force needs them (see configure): Kong runs a plugin's handler
+-- for a phase on every request that collects the plugin, at a cost of its
+-- own (plugin context, namespaced log, instrumentation), and it asks the
 -- handler table for the phase on each request, so a phase no config needs
--- costs nothing. log always runs: it frees the request's native state.
+-- costs nothing. A config that does not log keeps no native state past
+-- access, so it needs no log phase.
 local later = {
   header_filter = function(_, conf)
     core.header_filter(plugin_for(conf), ngx.ctx[HANDLE_KEY])
@@ -251,9 +258,12 @@ local later = {
   body_filter = function(_, conf)
     core.body_filter(plugin_for(conf), ngx.ctx[HANDLE_KEY])
   end,
+  log = function(_, conf)
+    core.log(plugin_for(conf), ngx.ctx[HANDLE_KEY], destination)
+  end,
 }
 -- Until configure has run: every phase.
-local offered = { header_filter = true, body_filter = true }
+local offered = { header_filter = true, body_filter = true, log = true }
 
 setmetatable(AuthRouterHandler, {
   __index = function(_, phase)
@@ -268,27 +278,24 @@ setmetatable(AuthRouterHandler, {
 -- (nil when there are none) whenever they change, before requests use
 -- them. It compiles each one now rather than on a request, and works out
 -- which later phases they need: header_filter for response headers or the
--- status a log record carries, body_filter for logged response bodies.
--- A config that does not compile keeps both (access answers 500 for it).
+-- status a log record carries, body_filter for logged response bodies, log
+-- for logging. A config that does not compile keeps all three (access
+-- answers 500 for it).
 function AuthRouterHandler:configure(configs)
-  local headers, bodies = false, false
+  local headers, bodies, logs = false, false, false
   for _, conf in ipairs(configs or {}) do
     local plugin = plugin_for(conf)
     local c = plugin and plugin:config()
     if not c then
-      headers, bodies = true, true
+      headers, bodies, logs = true, true, true
     else
       local logged = c.log.enabled
       headers = headers or logged or #c.response_headers > 0
       bodies = bodies or (logged and c.log.response_body)
+      logs = logs or logged
     end
   end
-  offered.header_filter, offered.body_filter = headers, bodies
-end
-
-
-function AuthRouterHandler:log(conf)
-  core.log(plugin_for(conf), ngx.ctx[HANDLE_KEY], destination)
+  offered.header_filter, offered.body_filter, offered.log = headers, bodies, logs
 end
 
 
