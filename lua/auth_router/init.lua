@@ -212,6 +212,14 @@ local function make_plan(plugin)
     plan.hide = auth.credential_headers
   end
 
+  if c.cluster.enabled then
+    -- The record is validated and kept (so configs written for the fleet
+    -- tier load), but this build has no Redis tier yet: say so once per
+    -- config and worker rather than pretend.
+    ngx.log(ngx.WARN, "[auth-router] cluster.enabled is set but this version has no Redis tier ",
+            "yet: each node caches and purges on its own")
+  end
+
   local log = c.log
   if log.enabled then
     local t = plugin:log_target()

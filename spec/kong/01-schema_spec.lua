@@ -104,6 +104,33 @@ describe(PLUGIN_NAME .. ": (schema)", function()
     assert.same({ config = { consumer = { by = "expected one of: username, custom_id" } } }, err)
   end)
 
+  it("fills the cluster record's defaults and requires host and key_secret once enabled", function()
+    local entity, err = validate({ auth = { url = "http://auth.test/" } })
+    assert.is_nil(err)
+    local c = entity.config.cluster
+    assert.is_false(c.enabled)
+    assert.equal(6379, c.port)
+    assert.equal(200, c.timeout_ms)
+    assert.equal(1000, c.poll_ms)
+    assert.is_true(c.ssl_verify)
+
+    entity, err = validate({ auth = { url = "http://auth.test/" }, cluster = { enabled = true } })
+    assert.is_nil(entity)
+    assert.equal("required field missing", err.config.cluster.host)
+    assert.equal("required field missing", err.config.cluster.key_secret)
+
+    entity, err = validate({ auth = { url = "http://auth.test/" },
+                             cluster = { enabled = true, host = "redis.test", key_secret = "short" } })
+    assert.is_nil(entity)
+    assert.equal("length must be at least 16", err.config.cluster.key_secret)
+
+    entity, err = validate({ auth = { url = "http://auth.test/" },
+                             cluster = { enabled = true, host = "redis.test", password = "",
+                                         key_secret = "0123456789abcdef-fleet" } })
+    assert.is_nil(err)
+    assert.equal("redis.test", entity.config.cluster.host)
+  end)
+
   it("rejects duplicate route names", function()
     local entity, err = validate({
       auth = { url = "http://auth.test/" },

@@ -469,8 +469,8 @@ describe("auth-router schema.lua vs native config", function()
       end
     end)
 
-    it("api_version and log are materialized, not demanded", function()
-      for _, name in ipairs({ "api_version", "log" }) do
+    it("api_version, log and cluster are materialized, not demanded", function()
+      for _, name in ipairs({ "api_version", "log", "cluster" }) do
         local field
         for _, f in ipairs(record_fields(CONFIG)) do
           if f.name == name then field = f.field end
@@ -610,6 +610,23 @@ describe("auth-router schema.lua vs native config", function()
       local ok, err = validator(cfg)
       assert.is_nil(ok)
       assert.matches("log.url: required when sink is http", err, 1, true)
+    end)
+
+    it("returns nil and messages naming the fields for an enabled cluster without host or key_secret, "
+       .. "and true once both are given", function()
+      local cfg = materialize(CONFIG, {
+        auth = { url = AUTH_URL },
+        cluster = { enabled = true, key_secret = "too short" },
+      })
+      local ok, err = validator(cfg)
+      assert.is_nil(ok)
+      assert.matches("cluster.host: required when cluster is enabled", err, 1, true)
+      assert.matches("cluster.key_secret: must be at least 16 characters", err, 1, true)
+      cfg = materialize(CONFIG, {
+        auth = { url = AUTH_URL },
+        cluster = { enabled = true, host = "redis.internal", key_secret = "0123456789abcdef" },
+      })
+      assert.is_true(validator(cfg))
     end)
   end)
 end)

@@ -256,6 +256,65 @@ pub struct Log {
     pub request_id_header: HeaderName,
 }
 
+/// `cluster`: the Redis tier shared by every node of a fleet (issue #10);
+/// `None` in [`Config::cluster`] when disabled. Field names follow Kong's
+/// Redis conventions (rate-limiting's `redis` record), with our `_ms` units.
+#[derive(Clone, PartialEq)]
+pub struct Cluster {
+    /// Redis host name or IP address.
+    pub host: String,
+    /// Redis port.
+    pub port: u16,
+    /// ACL user (Redis 6+); none: AUTH with the password alone.
+    pub username: Option<String>,
+    /// Password; none: no AUTH.
+    pub password: Option<String>,
+    /// Database index (SELECT).
+    pub database: u32,
+    /// TLS to Redis.
+    pub ssl: bool,
+    /// Verify Redis's certificate.
+    pub ssl_verify: bool,
+    /// SNI and the name verified; none: `host`.
+    pub server_name: Option<String>,
+    /// Budget of one Redis exchange, milliseconds.
+    pub timeout_ms: u32,
+    /// Idle connection lifetime in the keepalive pool, milliseconds.
+    pub keepalive_ms: u32,
+    /// Keepalive pool size per worker.
+    pub pool_size: u32,
+    /// The secret every node derives cache keys from, so that nodes agree
+    /// on keys (the node-local secret would not).
+    pub key_secret: String,
+    /// How often a node reads the fleet's purges, milliseconds.
+    pub poll_ms: u32,
+}
+
+// The secrets never reach a log line through Debug.
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("database", &self.database)
+            .field("ssl", &self.ssl)
+            .field("ssl_verify", &self.ssl_verify)
+            .field("server_name", &self.server_name)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("keepalive_ms", &self.keepalive_ms)
+            .field("pool_size", &self.pool_size)
+            .field("key_secret", &"<redacted>")
+            .field("poll_ms", &self.poll_ms)
+            .finish()
+    }
+}
+
+/// The shortest `cluster.key_secret` accepted: 128 bits of hex, or a
+/// 16-character passphrase, so a guessable one is refused at config time.
+pub const MIN_KEY_SECRET_LEN: usize = 16;
+
 /// A validated, compiled configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -279,6 +338,8 @@ pub struct Config {
     pub consumer: Option<ConsumerMapping>,
     /// Logging, when enabled.
     pub log: Option<Log>,
+    /// The fleet-wide Redis tier, when enabled.
+    pub cluster: Option<Cluster>,
     /// The normalized config: the input with every default filled in.
     pub normalized: Value,
 }
@@ -362,6 +423,7 @@ fn read_config(f: &mut Fields<'_>) -> Option<Config> {
     let log = f
         .record("log", false, |l| read_log(l, auth.as_ref()))
         .flatten();
+    let cluster = f.record("cluster", false, read_cluster).flatten();
 
     check_unique(
         f,
@@ -397,6 +459,7 @@ fn read_config(f: &mut Fields<'_>) -> Option<Config> {
         hide_credentials,
         consumer: consumer?,
         log: log?,
+        cluster: cluster?,
         normalized: Value::Null,
     })
 }
@@ -625,6 +688,57 @@ pub const DEFAULT_REDACT_HEADERS: &[&str] = &[
     "cookie",
     "set-cookie",
 ];
+
+fn read_cluster(f: &mut Fields<'_>) -> Option<Option<Cluster>> {
+    let enabled = f.with_default("enabled", json!(false), false, boolean);
+    // Given but invalid is reported by its check, not as missing too.
+    let host_given = f.present("host");
+    let secret_given = f.present("key_secret");
+    let redis_host = f.optional("host", host);
+    let port = f.with_default("port", json!(6379), 0, integer(1, 65535));
+    let username = f.optional("username", nonempty_string);
+    // Kong's Redis password may be empty (len_min = 0): no AUTH then.
+    let password = f.optional("password", string);
+    let database = f.with_default("database", json!(0), 0, integer(0, i64::from(i32::MAX)));
+    let ssl = f.with_default("ssl", json!(false), false, boolean);
+    let ssl_verify = f.with_default("ssl_verify", json!(true), true, boolean);
+    let server_name = f.optional("server_name", host);
+    let timeout_ms = f.with_default("timeout_ms", json!(200), 0, integer(1, MAX_TIMEOUT_MS));
+    let keepalive_ms = f.with_default("keepalive_ms", json!(60000), 0, integer(1, MAX_TIMEOUT_MS));
+    let pool_size = f.with_default("pool_size", json!(64), 0, integer(1, 65535));
+    let key_secret = f.optional("key_secret", |v| {
+        let s = string(v)?;
+        if s.len() < MIN_KEY_SECRET_LEN {
+            return Err(format!("must be at least {MIN_KEY_SECRET_LEN} characters"));
+        }
+        Ok(s)
+    });
+    let poll_ms = f.with_default("poll_ms", json!(1000), 0, integer(10, 3_600_000));
+    if !enabled {
+        return Some(None);
+    }
+    if !host_given {
+        f.error("host", "required when cluster is enabled");
+    }
+    if !secret_given {
+        f.error("key_secret", "required when cluster is enabled");
+    }
+    Some(Some(Cluster {
+        host: redis_host?,
+        port: port as u16,
+        username,
+        password: password.filter(|p| !p.is_empty()),
+        database: database as u32,
+        ssl,
+        ssl_verify,
+        server_name,
+        timeout_ms: timeout_ms as u32,
+        keepalive_ms: keepalive_ms as u32,
+        pool_size: pool_size as u32,
+        key_secret: key_secret?,
+        poll_ms: poll_ms as u32,
+    }))
+}
 
 fn read_log(f: &mut Fields<'_>, auth: Option<&Auth>) -> Option<Option<Log>> {
     let enabled = f.with_default("enabled", json!(false), false, boolean);
@@ -1089,6 +1203,80 @@ mod tests {
         );
         c["log"] = json!({"enabled": true, "sink": "http"});
         assert_eq!(errors(c), vec!["log.url: required when sink is http"]);
+    }
+
+    #[test]
+    fn cluster_is_off_by_default_with_kong_redis_defaults() {
+        let c = compile(minimal()).expect("valid");
+        assert!(c.cluster.is_none());
+        let n = &c.normalized["cluster"];
+        assert_eq!(n["enabled"], json!(false));
+        assert_eq!(n["port"], json!(6379));
+        assert_eq!(n["database"], json!(0));
+        assert_eq!(n["ssl"], json!(false));
+        assert_eq!(n["ssl_verify"], json!(true));
+        assert_eq!(n["timeout_ms"], json!(200));
+        assert_eq!(n["keepalive_ms"], json!(60000));
+        assert_eq!(n["pool_size"], json!(64));
+        assert_eq!(n["poll_ms"], json!(1000));
+        assert_eq!(n["key_secret"], Value::Null);
+    }
+
+    #[test]
+    fn enabled_cluster_needs_a_host_and_a_strong_key_secret() {
+        let mut c = minimal();
+        c["cluster"] = json!({"enabled": true});
+        assert_eq!(
+            errors(c.clone()),
+            vec![
+                "cluster.host: required when cluster is enabled",
+                "cluster.key_secret: required when cluster is enabled"
+            ]
+        );
+        c["cluster"] = json!({"enabled": true, "host": "redis x", "key_secret": "short",
+                              "port": 0, "poll_ms": 5, "database": -1});
+        assert_eq!(
+            errors(c.clone()),
+            vec![
+                "cluster.host: 'redis x' is not a host name or IP address",
+                "cluster.port: value should be between 1 and 65535",
+                "cluster.database: value should be between 0 and 2147483647",
+                "cluster.key_secret: must be at least 16 characters",
+                "cluster.poll_ms: value should be between 10 and 3600000"
+            ]
+        );
+        // disabled: nothing required, but what is given is still checked
+        c["cluster"] = json!({"enabled": false, "key_secret": "short"});
+        assert_eq!(
+            errors(c),
+            vec!["cluster.key_secret: must be at least 16 characters"]
+        );
+    }
+
+    #[test]
+    fn enabled_cluster_compiles_and_keeps_its_secrets_out_of_debug() {
+        let mut c = minimal();
+        c["cluster"] = json!({"enabled": true, "host": "10.0.0.7", "password": "pw-123",
+                              "key_secret": "0123456789abcdef-fleet", "database": 3});
+        let cluster = compile(c).expect("valid").cluster.expect("enabled");
+        assert_eq!(
+            (cluster.host.as_str(), cluster.port, cluster.database),
+            ("10.0.0.7", 6379, 3)
+        );
+        assert_eq!(cluster.password.as_deref(), Some("pw-123"));
+        let shown = format!("{cluster:?}");
+        assert!(
+            !shown.contains("pw-123") && !shown.contains("0123456789abcdef"),
+            "{shown}"
+        );
+        // Kong's empty password means no AUTH
+        let mut c = minimal();
+        c["cluster"] = json!({"enabled": true, "host": "r", "password": "",
+                              "key_secret": "0123456789abcdef"});
+        assert_eq!(
+            compile(c).expect("valid").cluster.expect("on").password,
+            None
+        );
     }
 
     #[test]

@@ -394,6 +394,101 @@ local LOG = {
 }
 
 
+-- The fleet-wide Redis tier (issue #10): the field names of Kong's Redis
+-- records (kong/tools/redis/schema.lua), with our `_ms` units. The secrets
+-- are referenceable (vaults) and encrypted at rest like Kong's.
+local CLUSTER = {
+  type = "record",
+  required = true,
+  description = "A Redis tier shared by every node: cached verdicts, single flight and purges across the fleet.",
+  fields = {
+    { enabled = {
+        type = "boolean",
+        default = false,
+        description = "Whether the nodes share verdicts and purges through Redis.",
+    } },
+    { host = typedefs.host {
+        description = "Redis host, required when enabled.",
+    } },
+    { port = typedefs.port {
+        default = 6379,
+        between = { 1, 65535 },
+        description = "Redis port.",
+    } },
+    { username = {
+        type = "string",
+        referenceable = true,
+        description = "Redis ACL user (Redis 6+); unset: AUTH with the password alone.",
+    } },
+    { password = {
+        type = "string",
+        len_min = 0,
+        encrypted = true,
+        referenceable = true,
+        description = "Redis password; unset or empty: no AUTH.",
+    } },
+    { database = {
+        type = "integer",
+        default = 0,
+        between = { 0, 2147483647 },
+        description = "Redis database index.",
+    } },
+    { ssl = {
+        type = "boolean",
+        default = false,
+        description = "Whether to use TLS to Redis.",
+    } },
+    { ssl_verify = {
+        type = "boolean",
+        default = true,
+        description = "Whether to verify Redis's certificate (lua_ssl_trusted_certificate).",
+    } },
+    { server_name = typedefs.host {
+        description = "Name sent as SNI and verified; unset: host.",
+    } },
+    { timeout_ms = typedefs.timeout {
+        default = 200,
+        between = { 1, MAX_TIMEOUT_MS },
+        description = "Budget of one Redis exchange in milliseconds; a hanging Redis adds at most this to a miss.",
+    } },
+    { keepalive_ms = typedefs.timeout {
+        default = 60000,
+        between = { 1, MAX_TIMEOUT_MS },
+        description = "How long an idle Redis connection stays in the keepalive pool, in milliseconds.",
+    } },
+    { pool_size = {
+        type = "integer",
+        default = 64,
+        between = { 1, 65535 },
+        description = "Redis keepalive pool size per worker.",
+    } },
+    { key_secret = {
+        type = "string",
+        len_min = 16,
+        encrypted = true,
+        referenceable = true,
+        description = "Secret every node derives cache keys from (the same on every node); required when enabled.",
+    } },
+    { poll_ms = {
+        type = "integer",
+        default = 1000,
+        between = { 10, 3600000 },
+        description = "How often a node applies the fleet's purges, in milliseconds.",
+    } },
+  },
+  entity_checks = {
+    { conditional = {
+        if_field = "enabled", if_match = { eq = true },
+        then_field = "host", then_match = { required = true },
+    } },
+    { conditional = {
+        if_field = "enabled", if_match = { eq = true },
+        then_field = "key_secret", then_match = { required = true },
+    } },
+  },
+}
+
+
 -- Semantic checks: the native validator, the same code that compiles the
 -- config at run time. Returns true, or nil and "path: message; ...".
 local function validate_config(conf)
@@ -438,6 +533,7 @@ return {
           } },
           { consumer = CONSUMER },
           { log = LOG },
+          { cluster = CLUSTER },
         },
         custom_validator = validate_config,
     } },
