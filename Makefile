@@ -38,7 +38,7 @@ soak: tree
 # committed); the seeds in fuzz/corpus/<target> are read; crashes land in
 # fuzz/artifacts/<target>. Not part of `make test`.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= http1_response config_compile config_value auth_response route_decision record_redact ffi_calls
+FUZZ_TARGETS ?= http1_response config_compile config_value auth_response route_decision record_redact ffi_calls resp_reply
 FUZZ_FLAGS   ?=
 
 fuzz:

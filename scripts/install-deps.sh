@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(nginx libnginx-mod-http-lua libnginx-mod-http-ndk luajit2 libluajit2-5.1-dev
       lua-resty-core lua-resty-lrucache lua-busted luarocks lua-cjson lua-socket
       lua-check lua-yaml curl wrk hyperfine ca-certificates build-essential
-      docker-compose deck)
+      docker-compose deck redis-server)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -15,7 +15,7 @@ use crate::auth::flow::Plugin;
 use crate::config::fields::FieldError;
 use crate::config::{self, ConfigError};
 use crate::http1::ResponseParser;
-use crate::{fault, stats, VERSION};
+use crate::{fault, resp, stats, VERSION};
 use exchange::Ctx;
 use mlua::prelude::*;
 use parser::Parser;
@@ -92,6 +92,68 @@ fn stats(lua: &Lua, _: ()) -> LuaResult<LuaTable> {
     Ok(t)
 }
 
+/// `redis_command(arg, ...)`: strings (or numbers, as Lua prints them).
+fn redis_command(lua: &Lua, args: LuaMultiValue) -> LuaResult<LuaString> {
+    let mut owned: Vec<Vec<u8>> = Vec::with_capacity(args.len());
+    for (i, a) in args.into_iter().enumerate() {
+        match a {
+            LuaValue::String(s) => owned.push(s.as_bytes().to_vec()),
+            LuaValue::Integer(n) => owned.push(n.to_string().into_bytes()),
+            LuaValue::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+                owned.push(format!("{n:.0}").into_bytes())
+            }
+            other => {
+                return Err(LuaError::runtime(format!(
+                    "redis_command: argument {} is a {}, not a string or an integer",
+                    i + 1,
+                    other.type_name()
+                )))
+            }
+        }
+    }
+    if owned.is_empty() {
+        return Err(LuaError::runtime("redis_command: no command"));
+    }
+    let args: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+    let mut out = Vec::with_capacity(64);
+    resp::encode(&args, &mut out);
+    lua.create_string(&out)
+}
+
+/// A reply as Lua sees it, in lua-resty-redis's shapes: a status or bulk
+/// string is a string, an integer a number, a null `ngx.null` (the NULL
+/// light userdata), an array a table, an error reply `{ err = message }`.
+fn reply_value(lua: &Lua, reply: resp::Reply) -> LuaResult<LuaValue> {
+    use resp::Reply;
+    let null = LuaValue::LightUserData(LuaLightUserData(std::ptr::null_mut()));
+    Ok(match reply {
+        Reply::Simple(s) => LuaValue::String(lua.create_string(&s)?),
+        Reply::Error(e) => {
+            let t = lua.create_table()?;
+            t.set("err", e)?;
+            LuaValue::Table(t)
+        }
+        Reply::Integer(i) => LuaValue::Number(i as f64),
+        Reply::Bulk(None) | Reply::Array(None) => null,
+        Reply::Bulk(Some(b)) => LuaValue::String(lua.create_string(&b)?),
+        Reply::Array(Some(items)) => {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.into_iter().enumerate() {
+                t.raw_set(i + 1, reply_value(lua, item)?)?;
+            }
+            LuaValue::Table(t)
+        }
+    })
+}
+
+fn redis_reply(lua: &Lua, buf: LuaString) -> LuaResult<LuaMultiValue> {
+    match resp::decode(&buf.as_bytes()) {
+        Ok(Some((reply, used))) => (reply_value(lua, reply)?, used).into_lua_multi(lua),
+        Ok(None) => false.into_lua_multi(lua),
+        Err(e) => (LuaNil, e.to_string()).into_lua_multi(lua),
+    }
+}
+
 /// The module table. `skip_memory_check`: mlua's per-call allocator check
 /// costs several hundred ns per call and LuaJIT has no memory limit to enforce.
 #[mlua::lua_module(name = "auth_router_native", skip_memory_check)]
@@ -118,6 +180,10 @@ fn auth_router_native(lua: &Lua) -> LuaResult<LuaTable> {
             Ok(Parser(ResponseParser::new(max_bytes, false)))
         })?,
     )?;
+    // redis_command(arg, ...) -> the RESP2 bytes of one command
+    exports.set("redis_command", lua.create_function(redis_command)?)?;
+    // redis_reply(buf) -> reply, bytes used | false (need more) | nil, err
+    exports.set("redis_reply", lua.create_function(redis_reply)?)?;
     exports.set(
         "internal_error",
         lua.create_function(|_, ()| {
