@@ -42,6 +42,7 @@ build = {
       ["auth_router.native"]     = "lua/auth_router/native.lua",
       ["auth_router.config"]     = "lua/auth_router/config.lua",
       ["auth_router.http1"]      = "lua/auth_router/http1.lua",
+      ["auth_router.flow"]       = "lua/auth_router/flow.lua",
       ["auth_router.redis"]      = "lua/auth_router/redis.lua",
       ["auth_router.sink"]       = "lua/auth_router/sink.lua",
       ["auth_router.openresty"]  = "lua/auth_router/openresty.lua",

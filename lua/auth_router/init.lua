@@ -12,7 +12,8 @@ local ffi    = require "ffi"
 local bit    = require "bit"
 local native = require "auth_router.native"
 local config = require "auth_router.config"
-local http1  = require "auth_router.http1"
+local flow   = require "auth_router.flow"
+local redis  = require "auth_router.redis"
 local sink   = require "auth_router.sink"
 
 -- Loadable without nginx (no ngx.* read at load time), so Kong's schema
@@ -25,7 +26,6 @@ local type         = type
 local error        = error
 local ipairs       = ipairs
 local unpack       = unpack
-local min          = math.min
 local floor        = math.floor
 local setmetatable = setmetatable
 
@@ -37,28 +37,11 @@ local DUPLICATE_HEADER_MESSAGE     = "Duplicate header found: "
 local DENY_MESSAGES          = { [401] = "Unauthorized", [403] = "Forbidden" }
 local UNAVAILABLE_MESSAGE    = "Authentication service unavailable"
 
-local MAX_AUTH_RESPONSE_BYTES = 1024 * 1024
 local SECRET_KEY  = "auth-router:secret"  -- shared dict key of the node's cache-key secret
-local PURGE_SEQ   = "auth-router:purge:seq"
-local PURGE_ENTRY = "auth-router:purge:"
-local LOCK_PREFIX = "lock:"
-local UNCACHEABLE_PREFIX = "nc:"
-local WAIT_MIN_S  = 0.001
-local WAIT_MAX_S  = 0.02
--- Waiters allow the call this much past its deadline (the caller still has
--- to parse and store the answer, and they poll every WAIT_MAX_S at most).
-local WAIT_MARGIN_S = 0.25
--- The lock outlives any call by this much: a call never holds it past its
--- deadline, so no second call can start while one is in flight.
-local LOCK_MARGIN_S = 1
 
 local _M = {
   VERSION  = native.version(),
   validate = config.validate,
-  -- At most one auth-failure line per auth service per worker this often;
-  -- the next line says how many were held back. A field so that specs can
-  -- shorten it.
-  FAILURE_LOG_INTERVAL_S = 10,
 }
 
 -- Compiled plugins by config table (weak keys).
@@ -80,14 +63,8 @@ local SPOOFED_REST = bit.tobit(0x80000000) -- ar_access_out.spoofed: any name fr
 local NONE, ALLOW, DENY, MISS, FAILED, REPEATED = 0, 1, 2, 3, 4, 5
 local STEP_CODES = { none = NONE, allow = ALLOW, deny = DENY, miss = MISS, failed = FAILED }
 local CACHE_STATUS = { [0] = "none", [1] = "hit", [2] = "miss", [3] = "stale", [4] = "negative" }
--- Per-worker single flight when there is no shared dict.
-local inflight = {}
 -- Dict names already reported missing (log once per worker).
 local missing_dict_logged = {}
--- Auth calls in flight in this worker, by auth service (connection pool name).
-local calls_in_flight = {}
--- Per auth service: { next_at = time, held = lines held back } (see log_failure).
-local failure_log = {}
 local node_secret
 
 
@@ -144,7 +121,7 @@ local function make_plan(plugin)
   local plan = {
     dict         = dict,
     -- a new plugin starts with an empty L1: earlier purges do not concern it
-    purge_seen   = dict and dict:get(PURGE_SEQ) or 0,
+    purge_seen   = flow.purge_seq(dict),
     names        = {},   -- credential then forwarded header names (lowercase)
     ncred        = #auth.credential_headers,
     strip        = {},
@@ -165,8 +142,18 @@ local function make_plan(plugin)
   plan.max_in_flight = auth.max_in_flight
   -- timeout_ms is the budget of the whole call (http1.request), so waiters
   -- and the lock are bounded by it too.
-  plan.wait_s = auth.timeout_ms / 1000 + WAIT_MARGIN_S
-  plan.lock_ttl = auth.timeout_ms / 1000 + LOCK_MARGIN_S
+  plan.wait_s = auth.timeout_ms / 1000 + flow.WAIT_MARGIN_S
+  plan.lock_ttl = auth.timeout_ms / 1000 + flow.LOCK_MARGIN_S
+  plan.node_wait_s, plan.node_lock_ttl = plan.wait_s, plan.lock_ttl
+  if c.cluster.enabled then
+    plan.cluster = redis.new(c.cluster)
+    -- The node's lock holder may first wait for another node's call
+    -- (wait_s) and make a few Redis exchanges: the node's own waiters and
+    -- its lock allow for that.
+    local extra = plan.wait_s + 5 * c.cluster.timeout_ms / 1000
+    plan.node_wait_s = plan.wait_s + extra
+    plan.node_lock_ttl = plan.lock_ttl + extra
+  end
 
   for _, h in ipairs(auth.credential_headers) do
     plan.names[#plan.names + 1] = h
@@ -210,14 +197,6 @@ local function make_plan(plugin)
   plan.ptr = ffi.cast("const void *", plugin:ffi_ptr())
   if c.hide_credentials then
     plan.hide = auth.credential_headers
-  end
-
-  if c.cluster.enabled then
-    -- The record is validated and kept (so configs written for the fleet
-    -- tier load), but this build has no Redis tier yet: say so once per
-    -- config and worker rather than pretend.
-    ngx.log(ngx.WARN, "[auth-router] cluster.enabled is set but this version has no Redis tier ",
-            "yet: each node caches and purges on its own")
   end
 
   local log = c.log
@@ -272,6 +251,11 @@ function _M.compile(conf)
   if not ok then
     return nil, tostring(secret)
   end
+  if normalized.cluster.enabled then
+    -- every node must derive the same keys: the fleet's secret, not this
+    -- node's random one
+    secret = normalized.cluster.key_secret
+  end
   local plugin, cerr = config.compile(normalized, secret)
   if not plugin then
     return nil, cerr
@@ -306,224 +290,6 @@ function _M.plugin_for(conf)
 end
 
 
-
-
--- Applies purges recorded in the dict (by any worker) to this plugin's L1.
-local function apply_purges(plugin, plan, dict)
-  local seq = dict:get(PURGE_SEQ)
-  if not seq then
-    return
-  end
-  local seen = plan.purge_seen
-  if seq == seen then
-    return
-  end
-  for i = seen + 1, seq do
-    local key = dict:get(PURGE_ENTRY .. i)
-    if key == "*" or not key then -- an evicted entry: purge everything to be safe
-      plugin:purge_all()
-    else
-      plugin:purge_key(key)
-    end
-  end
-  plan.purge_seen = seq
-end
-
-
--- Verdicts that may not be cached are flagged briefly, so that waiters can
--- tell "the call answered but nothing may be reused" from "the call failed".
-local uncacheable = {} -- per worker, when there is no shared dict
-
-local function mark_uncacheable(plan, key)
-  if plan.dict then
-    plan.dict:set(UNCACHEABLE_PREFIX .. key, true, plan.wait_s)
-  else
-    uncacheable[key] = ngx.now() + plan.wait_s
-  end
-end
-
-local function was_uncacheable(plan, key)
-  if plan.dict then
-    return plan.dict:get(UNCACHEABLE_PREFIX .. key) ~= nil
-  end
-  local until_ = uncacheable[key]
-  if until_ and until_ < ngx.now() then
-    uncacheable[key] = nil
-    return false
-  end
-  return until_ ~= nil
-end
-
-
--- One error-log line per auth failure (kind, address, short reason), at
--- most one per FAILURE_LOG_INTERVAL_S per auth service in this worker: an
--- outage must not flood the log. The next line written counts the others.
-local function log_failure(addr, kind, reason)
-  local now = ngx.now()
-  local state = failure_log[addr]
-  if not state then
-    state = { next_at = 0, held = 0 }
-    failure_log[addr] = state
-  end
-  if now < state.next_at then
-    state.held = state.held + 1
-    return
-  end
-  local held = state.held
-  state.next_at = now + _M.FAILURE_LOG_INTERVAL_S
-  state.held = 0
-  if held > 0 then
-    ngx.log(ngx.ERR, "[auth-router] auth service ", addr, " failed (", kind, "): ", reason,
-            " (", held, " more failures since the last such line)")
-  else
-    ngx.log(ngx.ERR, "[auth-router] auth service ", addr, " failed (", kind, "): ", reason)
-  end
-end
-
-
--- The auth call itself; records the answer in L1 (native) and L2 (dict).
-local function exchange_with_auth(plan, exchange)
-  local req = exchange:auth_request()
-  local started = ngx.now()
-  local parser, kind, detail = http1.request(plan.conn, req, MAX_AUTH_RESPONSE_BYTES)
-  ngx.update_time()
-  local latency_ms = (ngx.now() - started) * 1000
-  local step, value, ttl, problem = exchange:auth_response(parser, kind, ngx.now(), latency_ms)
-  if not parser then
-    if kind == "timeout" then
-      detail = "no complete answer within auth.timeout_ms (" .. plan.conn.timeout_ms .. " ms)"
-    end
-    log_failure(plan.auth_addr, kind, detail)
-  elseif problem then
-    log_failure(plan.auth_addr, "answer", problem)
-  end
-  if value and plan.dict then
-    local ok, err = plan.dict:set(exchange:pending_key(), value, ttl)
-    if not ok then
-      ngx.log(ngx.WARN, "[auth-router] cannot store auth verdict in shared dict: ", err)
-    end
-  elseif not value and (step == "allow" or step == "deny") then
-    -- A verdict the auth service forbade caching (no-store, ttl 0, exp
-    -- passed): requests waiting on this call must ask for themselves.
-    mark_uncacheable(plan, exchange:pending_key())
-  end
-  return step
-end
-
-
--- The auth call, unless this worker already has max_in_flight calls in
--- flight to the auth service: then fail fast (stale if there is one)
--- rather than pile more calls on a slow auth service. The check and the
--- count happen without a yield in between.
-local function call_auth(plan, exchange)
-  local pool = plan.conn.pool
-  local flying = calls_in_flight[pool] or 0
-  if flying >= plan.max_in_flight then
-    log_failure(plan.auth_addr, "overloaded", flying .. " auth calls in flight in this worker (auth.max_in_flight)")
-    return exchange:fail("rejected", ngx.now())
-  end
-  calls_in_flight[pool] = flying + 1
-  local ok, step = pcall(exchange_with_auth, plan, exchange)
-  calls_in_flight[pool] = calls_in_flight[pool] - 1
-  if not ok then
-    error(step, 0)
-  end
-  return step
-end
-
-
--- Waits for a concurrent auth call for the same key; fails closed at the deadline.
-local function wait_for_flight(plan, exchange, in_flight)
-  local dict = plan.dict
-  local key = exchange:pending_key()
-  local deadline = ngx.now() + plan.wait_s
-  local delay = WAIT_MIN_S
-  while ngx.now() < deadline do
-    ngx.sleep(delay)
-    delay = min(delay * 2, WAIT_MAX_S)
-    -- Read the lock before looking for the answer: the caller stores the
-    -- answer before it releases the lock, so "released" then "no answer"
-    -- really means the call produced nothing reusable.
-    local flying = in_flight()
-    local step = exchange:recheck(ngx.now())
-    if step ~= "miss" then
-      return step
-    end
-    if dict then
-      local value = dict:get(key)
-      if value then
-        step = exchange:load_shared(value, ngx.now())
-        if step ~= "miss" then
-          return step
-        end
-      end
-    end
-    if not flying then
-      if was_uncacheable(plan, key) then
-        -- It answered, but its answer may not be reused: ask ourselves.
-        return call_auth(plan, exchange)
-      end
-      -- It failed: do not retry it N times over; serve stale or fail like it did.
-      return exchange:fail("flight_failed", ngx.now())
-    end
-  end
-  return exchange:fail("lock_timeout", ngx.now())
-end
-
-
--- L2, then single flight across workers (dict lock) or within the worker.
-local function fetch(plan, exchange)
-  local dict = plan.dict
-  local key = exchange:pending_key()
-  if not dict then
-    if inflight[key] then
-      return wait_for_flight(plan, exchange, function() return inflight[key] end)
-    end
-    inflight[key] = true
-    local ok, step = pcall(call_auth, plan, exchange)
-    inflight[key] = nil
-    if not ok then
-      error(step, 0)
-    end
-    return step
-  end
-
-  local value = dict:get(key)
-  if value then
-    local step = exchange:load_shared(value, ngx.now())
-    if step ~= "miss" then
-      return step
-    end
-  end
-
-  local lock = LOCK_PREFIX .. key
-  local won, err = dict:add(lock, true, plan.lock_ttl)
-  if not won and err == "exists" then
-    return wait_for_flight(plan, exchange, function() return dict:get(lock) ~= nil end)
-  end
-  if not won then
-    ngx.log(ngx.WARN, "[auth-router] cannot take auth lock (", err, "): calling without single flight")
-  else
-    -- Another worker may have stored the answer and released the lock
-    -- between our read and our add: look once more before calling.
-    value = dict:get(key)
-    if value then
-      local step = exchange:load_shared(value, ngx.now())
-      if step ~= "miss" then
-        dict:delete(lock)
-        return step
-      end
-    end
-  end
-  local ok, step = pcall(call_auth, plan, exchange)
-  if won then
-    dict:delete(lock)
-  end
-  if not ok then
-    error(step, 0)
-  end
-  return step
-end
 
 
 -- nginx's lua module, through the C functions its own ngx.req / ngx.header
@@ -679,7 +445,7 @@ local function begin(plugin, plan)
   end
   local req = ngx.req
   if plan.dict then
-    apply_purges(plugin, plan, plan.dict)
+    flow.apply_purges(plugin, plan, plan.dict)
   end
   local r = get_request()
   local headers, n = request_headers(r)
@@ -713,7 +479,7 @@ end
 -- nil, route, path to let it through.
 local function decide(plan, handle, step, upstream, route_index, route_path, repeated)
   if step == MISS then
-    step = STEP_CODES[fetch(plan, native.exchange(handle))]
+    step = STEP_CODES[flow.fetch(plan, native.exchange(handle))]
     if step == ALLOW then
       upstream = C.ar_header_count(handle, UPSTREAM)
       if plan.routed then
@@ -1048,6 +814,8 @@ function _M.release(state)
 end
 
 
+
+
 --- purge(plugin, values) -> true | nil, err
 -- Forgets one credential (`values`: the credential header values in config
 -- order, then forwarded ones; a string is the first credential header's
@@ -1065,37 +833,7 @@ function _M.purge(plugin, values)
       return nil, "no credential value given"
     end
   end
-  local dict = plan.dict
-  if key == "*" then
-    plugin:purge_all()
-  else
-    plugin:purge_key(key)
-  end
-  if not dict then
-    return true
-  end
-  if key ~= "*" then
-    dict:delete(key)
-  end
-  -- Other workers apply the purge on their next request (see apply_purges).
-  local seq, err = dict:incr(PURGE_SEQ, 1, 0)
-  if not seq then
-    return nil, "cannot record purge: " .. tostring(err)
-  end
-  dict:set(PURGE_ENTRY .. seq, key, 3600)
-  -- plan.purge_seen is not advanced here: other workers may have recorded
-  -- purges this one has not applied yet; the next request applies them all
-  -- (ours again too, which is harmless).
-  if key == "*" then
-    -- Entries written by any worker are gone too. flush_all would also drop
-    -- the secret and locks; the shared entries are keyed by 32 hex digits.
-    for _, k in ipairs(dict:get_keys(0)) do
-      if #k == 32 and k:match("^%x+$") then
-        dict:delete(k)
-      end
-    end
-  end
-  return true
+  return flow.purge(plugin, plan.dict, key, plan.cluster)
 end
 
 

@@ -245,7 +245,7 @@ describe("auth_router.openresty auth call bounds (" .. WORKERS .. " workers)", f
 
     lazy_setup(function()
       gw = start_gateway(helpers.config(mocks), [[
-    init_worker_by_lua_block { require("auth_router").FAILURE_LOG_INTERVAL_S = ]] .. INTERVAL_S .. [[ }
+    init_worker_by_lua_block { require("auth_router.flow").FAILURE_LOG_INTERVAL_S = ]] .. INTERVAL_S .. [[ }
 ]])
     end)
 

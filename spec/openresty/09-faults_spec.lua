@@ -59,7 +59,7 @@ local TOO_LARGE   = "response larger than 1048576 bytes"
 
 local QUIET_HTTP = [[
     lua_socket_log_errors off;
-    init_worker_by_lua_block { require("auth_router").FAILURE_LOG_INTERVAL_S = 0 }
+    init_worker_by_lua_block { require("auth_router.flow").FAILURE_LOG_INTERVAL_S = 0 }
 ]]
 
 local n_tags = 0

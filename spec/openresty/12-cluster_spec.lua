@@ -1,0 +1,145 @@
+-- The cluster tier (issue #10) with two nodes: two gateways, each its own
+-- nginx with its own shared dict (2 workers each), one real redis-server,
+-- one mock auth service that counts its calls. Verdicts one node fetched
+-- are served by the other from Redis; one new credential hit on both
+-- nodes at once makes one auth call; Redis down or hanging never fails a
+-- request nor lets one through; a node with another key_secret never reads
+-- the fleet's entries.
+
+local helpers      = require "spec.openresty.helpers"
+local redis_server = require "spec.openresty.redis_server"
+local socket       = require "socket"
+
+local KEY_SECRET = "spec-fleet-key-secret-0123456789"
+
+
+describe("cluster tier: two nodes on one Redis", function()
+  local mocks, server, a, b
+
+  local function cluster_config(overrides)
+    local cluster = { enabled = true, host = "127.0.0.1", port = server.port,
+                      key_secret = KEY_SECRET, timeout_ms = 200 }
+    for k, v in pairs(overrides or {}) do
+      cluster[k] = v
+    end
+    return helpers.config(mocks, {
+      auth = { shared_dict = "auth_router", ttl_s = 60 },
+      cluster = cluster,
+    })
+  end
+
+  local function node(overrides)
+    return helpers.start({ mocks = mocks, workers = 2, listen_options = "reuseport",
+                           config = cluster_config(overrides) })
+  end
+
+  local function get(gw, token)
+    local status = helpers.request("GET", gw.gw_url .. "/c", { Authorization = "Bearer " .. token })
+    return status
+  end
+
+  lazy_setup(function()
+    server = redis_server.start()
+    mocks = helpers.start_mocks()
+    a = node()
+    b = node()
+  end)
+
+  lazy_teardown(function()
+    helpers.stop_all()
+    if server then
+      server:stop()
+    end
+  end)
+
+  before_each(function()
+    mocks:reset()
+  end)
+
+  it("1000 requests over 10 credentials spread over both nodes make exactly 10 auth calls", function()
+    local list = {}
+    for i = 1, 1000 do
+      local gw = (i % 2 == 0) and a or b
+      list[i] = { url = gw.gw_url .. "/spread", headers = { Authorization = "Bearer good-spread" .. (i % 10) } }
+    end
+    -- the first round one by one, so that each credential is first seen by
+    -- one node and then read from Redis by the other
+    for i = 1, 20 do
+      assert.equal(200, get(i % 2 == 0 and a or b, "good-spread" .. (i % 10)))
+    end
+    local results = helpers.request_many(list, 20)
+    for i, r in ipairs(results) do
+      assert.equal(200, r.status, "request " .. i .. ": " .. tostring(r.err))
+    end
+    assert.equal(10, mocks:calls())
+  end)
+
+  it("50 concurrent requests with one new credential, split over both nodes, make one auth call", function()
+    local list = {}
+    for i = 1, 50 do
+      list[i] = { url = (i % 2 == 0 and a or b).gw_url .. "/flight",
+                  headers = { Authorization = "Bearer slow-300-flight" } }
+    end
+    local results = helpers.request_many(list, 50)
+    for i, r in ipairs(results) do
+      assert.equal(200, r.status, "request " .. i .. ": " .. tostring(r.err))
+    end
+    assert.equal(1, mocks:calls())
+  end)
+
+  it("a node with another key_secret never reads the fleet's entries", function()
+    assert.equal(200, get(a, "good-secret"))
+    assert.equal(1, mocks:calls())
+    assert.equal(200, get(b, "good-secret"))
+    assert.equal(1, mocks:calls())
+    local other = node({ key_secret = "another-fleet-secret-9876543210" })
+    assert.equal(200, get(other, "good-secret"))
+    assert.equal(2, mocks:calls())
+    other:stop()
+  end)
+
+  it("Redis hanging: a miss costs at most cluster.timeout_ms more, a hit nothing", function()
+    assert.equal(200, get(a, "good-hang-known"))
+    local sleeper = io.popen("redis-cli -p " .. server.port .. " DEBUG SLEEP 1.5")
+    socket.sleep(0.1)
+    local t0 = socket.gettime()
+    assert.equal(200, get(a, "good-hang-known"))   -- L2 hit, or L1: no Redis
+    local hit_s = socket.gettime() - t0
+    t0 = socket.gettime()
+    assert.equal(200, get(a, "good-hang-new"))     -- L3 read times out, then auth
+    local miss_s = socket.gettime() - t0
+    sleeper:close()
+    assert.is_true(hit_s < 0.1, "hit took " .. hit_s .. " s")
+    assert.is_true(miss_s < 0.2 + 0.25, "miss took " .. miss_s .. " s (cluster.timeout_ms 200)")
+    assert.equal(2, mocks:calls())
+  end)
+
+  it("Redis down: hits stay hits, misses call auth, denials stay denials; back up: shared again", function()
+    assert.equal(200, get(a, "good-before"))
+    assert.equal(200, get(b, "good-before"))
+    assert.equal(1, mocks:calls())
+    server:kill()
+    for _ = 1, 5 do
+      assert.equal(200, get(a, "good-before"))  -- L1/L2 hits on both nodes
+      assert.equal(200, get(b, "good-before"))
+      assert.equal(401, get(a, "deny"))
+      assert.equal(401, get(b, "nothing-valid"))
+    end
+    -- new credentials: each node calls auth on its own, and nothing fails
+    assert.equal(200, get(a, "good-during"))
+    assert.equal(200, get(b, "good-during"))
+    -- good-before once; deny and nothing-valid once per node that saw them
+    -- (cached as denials); good-during once per node
+    assert.equal(1 + 2 + 2, mocks:calls())
+    assert.equal(0, a:stats().live_slots)
+
+    server:restart()
+    socket.sleep(5.2) -- the breakers that opened (redis.COOLDOWN_S) let one exchange try again
+    mocks:reset()
+    for _ = 1, 4 do   -- both workers of each node
+      assert.equal(200, get(a, "good-after"))
+      assert.equal(200, get(b, "good-after"))
+    end
+    assert.equal(1, mocks:calls())
+  end)
+end)
