@@ -43,6 +43,7 @@ build = {
       ["auth_router.config"]     = "lua/auth_router/config.lua",
       ["auth_router.http1"]      = "lua/auth_router/http1.lua",
       ["auth_router.sink"]       = "lua/auth_router/sink.lua",
+      ["auth_router.metrics"]    = "lua/auth_router/metrics.lua",
       ["auth_router.openresty"]  = "lua/auth_router/openresty.lua",
       ["kong.plugins.auth-router.handler"] = "lua/kong/plugins/auth-router/handler.lua",
       ["kong.plugins.auth-router.schema"]  = "lua/kong/plugins/auth-router/schema.lua",
