@@ -49,6 +49,8 @@ build = {
       ["kong.plugins.auth-router.schema"]  = "lua/kong/plugins/auth-router/schema.lua",
       ["kong.plugins.auth-router.plugin_config"] = "lua/kong/plugins/auth-router/plugin_config.lua",
       ["kong.plugins.auth-router.api"]     = "lua/kong/plugins/auth-router/api.lua",
+      ["kong.plugins.auth-router.metrics_api"] = "lua/kong/plugins/auth-router/metrics_api.lua",
+      ["kong.plugins.auth-router.status_api"]  = "lua/kong/plugins/auth-router/status_api.lua",
     },
   },
 }
