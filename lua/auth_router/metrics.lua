@@ -250,7 +250,7 @@ function _M.render(names)
 
   local ok, err = _M.flush(dict)
   local comments = {
-    "auth-router: node-wide (" .. ngx.worker.count() .. " workers, shared dict '" .. name
+    "auth-router: node-wide (workers: " .. ngx.worker.count() .. ", shared dict '" .. name
       .. "'); each worker adds its counts every " .. FLUSH_INTERVAL_S .. " s",
   }
   if not ok then

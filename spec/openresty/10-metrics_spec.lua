@@ -203,7 +203,7 @@ describe("metrics()", function()
           assert.is_truthy(name:match("_total$"), "a counter's name ends in _total: " .. name)
         end
       end
-      assert.is_truthy(m.comments[1]:match("node%-wide %(2 workers"), m.comments[1])
+      assert.is_truthy(m.comments[1]:match("node%-wide %(workers: 2,"), m.comments[1])
 
       -- a second scrape adds nothing (the scrape is not a request)
       local again = scrape(gw)
