@@ -88,7 +88,10 @@ describe(PLUGIN_NAME .. ": (metrics API) [#" .. strategy .. "]", function()
     local metrics, text
     helpers.wait_until(function()
       metrics, text = scrape_admin()
+      -- every worker compiled the config (configure): a sum of 2 or more
+      -- needs the other worker's flush timer, not only the scraped worker
       return prom.value(metrics, "auth_router_requests_total") == 13
+             and prom.value(metrics, "auth_router_configs_compiled_total") >= 2
     end, 10)
     local function v(name, labels)
       local x = prom.value(metrics, name, labels)
