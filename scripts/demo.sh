@@ -174,6 +174,12 @@ tail -n 1 "$RECORDS" | cut -c1-600
 echo
 echo
 show "native counters of the worker that answers" "$GW/__stats"
+sleep 1.1   # each worker adds its counters to the shared dict every second
+echo "# node-wide metrics, Prometheus text format (every worker): a few lines"
+echo '$ curl -s '"$GW"'/metrics'
+curl -sS "$GW/metrics" | grep -E '^# auth-router|^auth_router_(requests_total|verdicts_total|auth_calls_total\{outcome="(ok|denied)"|cache_lookups_total|routed_total|auth_call_duration_seconds_count)' \
+  | sed 's/^/  /'
+echo
 
 bad=$(grep -cE '\[(emerg|alert|crit|error|warn)\]' "$DEMO_DIR/gateway/logs/error.log" || true)
 echo "gateway error log: $bad line(s) at warn or worse"

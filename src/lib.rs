@@ -23,6 +23,7 @@ pub mod fault;
 pub mod ffi;
 pub mod http1;
 pub mod log;
+pub mod metrics;
 pub mod resp;
 pub mod routing;
 pub mod stats;

@@ -64,6 +64,20 @@ pub static L1_HITS: Counter = Counter::new("l1_hits");
 pub static L2_HITS: Counter = Counter::new("l2_hits");
 /// Cached 401/403 verdicts served (L1 or L2).
 pub static NEGATIVE_HITS: Counter = Counter::new("negative_hits");
+/// Cached 401/403 verdicts found in this worker's cache (part of `negative_hits`).
+pub static L1_NEGATIVE_HITS: Counter = Counter::new("l1_negative_hits");
+/// Cached 401/403 verdicts found in the shared dict (part of `negative_hits`).
+pub static L2_NEGATIVE_HITS: Counter = Counter::new("l2_negative_hits");
+/// Credentials this worker's cache had no fresh verdict for.
+pub static L1_MISSES: Counter = Counter::new("l1_misses");
+/// Credentials neither cache tier answered: the request went on to the auth
+/// service (its own call, a concurrent one's, or a refusal at `max_in_flight`).
+pub static L2_MISSES: Counter = Counter::new("l2_misses");
+/// Requests allowed (fresh, cached or stale verdict).
+pub static ALLOWED: Counter = Counter::new("allowed");
+/// Requests that failed closed: the auth service failed and nothing stale
+/// was there (`failure_status`).
+pub static FAILED_CLOSED: Counter = Counter::new("failed_closed");
 /// Verdicts that needed an auth call.
 pub static MISSES: Counter = Counter::new("misses");
 /// Expired entries served because the auth service failed.
@@ -72,6 +86,10 @@ pub static STALE_SERVED: Counter = Counter::new("stale_served");
 pub static DENIED: Counter = Counter::new("denied");
 /// Auth service calls answered or failed.
 pub static AUTH_CALLS: Counter = Counter::new("auth_calls");
+/// Auth calls answered with an account (2xx).
+pub static AUTH_CALLS_OK: Counter = Counter::new("auth_calls_ok");
+/// Auth calls answered with a denial (401/403).
+pub static AUTH_CALLS_DENIED: Counter = Counter::new("auth_calls_denied");
 /// Sum of auth call latencies, microseconds (divide by auth_calls).
 pub static AUTH_LATENCY_US: Counter = Counter::new("auth_latency_us");
 /// Auth calls that could not connect, handshake, send or receive.
@@ -114,7 +132,7 @@ pub static LIVE_SLOTS: Counter = Counter::new("live_slots");
 pub static SLOTS_RECLAIMED: Counter = Counter::new("slots_reclaimed");
 
 /// Every counter, in a stable order.
-pub static ALL: [&Counter; 32] = [
+pub static ALL: [&Counter; 40] = [
     &REQUESTS,
     &RESPONSES,
     &RESPONSE_BYTES,
@@ -125,10 +143,18 @@ pub static ALL: [&Counter; 32] = [
     &L1_HITS,
     &L2_HITS,
     &NEGATIVE_HITS,
+    &L1_NEGATIVE_HITS,
+    &L2_NEGATIVE_HITS,
+    &L1_MISSES,
+    &L2_MISSES,
+    &ALLOWED,
+    &FAILED_CLOSED,
     &MISSES,
     &STALE_SERVED,
     &DENIED,
     &AUTH_CALLS,
+    &AUTH_CALLS_OK,
+    &AUTH_CALLS_DENIED,
     &AUTH_LATENCY_US,
     &AUTH_ERRORS_UNREACHABLE,
     &AUTH_ERRORS_TIMEOUT,
@@ -149,6 +175,44 @@ pub static ALL: [&Counter; 32] = [
     &LOG_FAILED,
 ];
 
+/// Upper bounds (seconds) of the auth call latency histogram's buckets,
+/// Prometheus' default buckets; the last bucket (`+Inf`) is implicit.
+pub const LATENCY_BOUNDS_S: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Auth calls by latency bucket, not cumulative: `AUTH_LATENCY_BUCKETS[i]`
+/// counts calls in `(LATENCY_BOUNDS_S[i-1], LATENCY_BOUNDS_S[i]]`, the last
+/// one those above every bound.
+pub static AUTH_LATENCY_BUCKETS: [Counter; 12] = [
+    Counter::new("auth_latency_le_0.005"),
+    Counter::new("auth_latency_le_0.01"),
+    Counter::new("auth_latency_le_0.025"),
+    Counter::new("auth_latency_le_0.05"),
+    Counter::new("auth_latency_le_0.1"),
+    Counter::new("auth_latency_le_0.25"),
+    Counter::new("auth_latency_le_0.5"),
+    Counter::new("auth_latency_le_1"),
+    Counter::new("auth_latency_le_2.5"),
+    Counter::new("auth_latency_le_5"),
+    Counter::new("auth_latency_le_10"),
+    Counter::new("auth_latency_le_inf"),
+];
+
+/// Records one auth call's latency (sum and bucket).
+pub fn record_auth_latency(latency_ms: f64) {
+    let ms = latency_ms.max(0.0);
+    AUTH_LATENCY_US.add((ms * 1000.0) as u64);
+    let s = ms / 1000.0;
+    let i = LATENCY_BOUNDS_S
+        .iter()
+        .position(|b| s <= *b)
+        .unwrap_or(LATENCY_BOUNDS_S.len());
+    if let Some(c) = AUTH_LATENCY_BUCKETS.get(i) {
+        c.incr();
+    }
+}
+
 /// Counts an auth failure under its kind.
 pub fn count_auth_error(err: &crate::auth::AuthError) {
     use crate::auth::AuthError as E;
@@ -165,9 +229,18 @@ pub fn count_auth_error(err: &crate::auth::AuthError) {
     }
 }
 
-/// `(name, value)` of every counter.
+/// `(name, value)` of every counter, then of every latency bucket.
 pub fn snapshot() -> impl Iterator<Item = (&'static str, u64)> {
-    ALL.iter().map(|c| (c.name, c.get()))
+    ALL.iter()
+        .copied()
+        .chain(AUTH_LATENCY_BUCKETS.iter())
+        .map(|c| (c.name, c.get()))
+}
+
+/// Whether the counter `name` is a gauge (a value now, summed over workers
+/// by the metrics, never accumulated as a delta).
+pub fn is_gauge(name: &str) -> bool {
+    matches!(name, "live_slots" | "log_queue_bytes")
 }
 
 #[cfg(test)]
@@ -182,6 +255,17 @@ mod tests {
         dedup.dedup();
         assert_eq!(names.len(), dedup.len());
         assert!(names.contains(&"completed"));
+    }
+
+    #[test]
+    fn latency_lands_in_its_bucket() {
+        let before: Vec<u64> = AUTH_LATENCY_BUCKETS.iter().map(Counter::get).collect();
+        record_auth_latency(5.0); // 0.005 s: on the first bound
+        record_auth_latency(30.0); // 0.03 s: (0.025, 0.05]
+        record_auth_latency(60_000.0); // above every bound
+        let after: Vec<u64> = AUTH_LATENCY_BUCKETS.iter().map(Counter::get).collect();
+        let grew: Vec<usize> = (0..after.len()).filter(|&i| after[i] > before[i]).collect();
+        assert_eq!(grew, vec![0, 3, 11]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ local tonumber     = tonumber
 local type         = type
 local error        = error
 local ipairs       = ipairs
+local pairs        = pairs
 local unpack       = unpack
 local floor        = math.floor
 local setmetatable = setmetatable
@@ -120,6 +121,7 @@ local function make_plan(plugin)
   local dict = shared_dict(auth.shared_dict)
   local plan = {
     dict         = dict,
+    dict_name    = auth.shared_dict,
     -- a new plugin starts with an empty L1: earlier purges do not concern it
     purge_seen   = flow.purge_seq(dict),
     names        = {},   -- credential then forwarded header names (lowercase)
@@ -840,6 +842,13 @@ end
 --- This worker's native counters.
 function _M.stats()
   return native.stats()
+end
+
+
+--- plans() -> iterator of plugin, plan: every compiled config this worker
+-- holds (for the metrics: route counts, dict names).
+function _M.plans()
+  return pairs(plans)
 end
 
 

@@ -12,6 +12,7 @@
 -- not needed may stay: it does nothing.
 
 local core     = require "auth_router"
+local metrics  = require "auth_router.metrics"
 local cjson    = require "cjson.safe"
 local balancer = require "ngx.balancer"
 
@@ -245,6 +246,28 @@ function _M.purge(credential)
     return nil, "auth-router is not initialized"
   end
   return core.purge(plugin, credential)
+end
+
+
+--- init_worker(): starts this worker's metrics flush timer, which adds its
+-- counters to the shared dict every second for metrics().
+-- Context: init_worker_by_lua*. Raises when the timer cannot be created.
+function _M.init_worker()
+  local ok, err = metrics.start()
+  if not ok then
+    error(err, 2)
+  end
+  return true
+end
+
+
+--- metrics(): answers the request with the node's metrics in the
+-- Prometheus text format (Content-Type text/plain; version=0.0.4): every
+-- worker's counters summed through the shared dict (auth.shared_dict);
+-- without that dict, this worker's only (a `# ` line says so).
+-- Context: content_by_lua*. Workers that ran init_worker() are counted.
+function _M.metrics()
+  return metrics.serve()
 end
 
 

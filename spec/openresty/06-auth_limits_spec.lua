@@ -46,13 +46,13 @@ local function decode(body)
   return ok and v or body
 end
 
-local function start_gateway(config, http)
+local function start_gateway(config, init_worker)
   return helpers.start({
     mocks = mocks,
     workers = WORKERS,
     listen_options = "reuseport",
     config = config,
-    http = http,
+    init_worker = init_worker,
   })
 end
 
@@ -244,9 +244,8 @@ describe("auth_router.openresty auth call bounds (" .. WORKERS .. " workers)", f
     local gw, mark
 
     lazy_setup(function()
-      gw = start_gateway(helpers.config(mocks), [[
-    init_worker_by_lua_block { require("auth_router.flow").FAILURE_LOG_INTERVAL_S = ]] .. INTERVAL_S .. [[ }
-]])
+      gw = start_gateway(helpers.config(mocks),
+                         [[require("auth_router.flow").FAILURE_LOG_INTERVAL_S = ]] .. INTERVAL_S)
     end)
 
     lazy_teardown(function()

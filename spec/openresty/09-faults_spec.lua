@@ -59,8 +59,8 @@ local TOO_LARGE   = "response larger than 1048576 bytes"
 
 local QUIET_HTTP = [[
     lua_socket_log_errors off;
-    init_worker_by_lua_block { require("auth_router.flow").FAILURE_LOG_INTERVAL_S = 0 }
 ]]
+local QUIET_INIT_WORKER = [[require("auth_router.flow").FAILURE_LOG_INTERVAL_S = 0]]
 
 local n_tags = 0
 local function tagged(token)
@@ -130,6 +130,7 @@ describe("fault matrix (" .. WORKERS .. " workers)", function()
         workers = WORKERS,
         listen_options = "reuseport",
         http = QUIET_HTTP,
+        init_worker = QUIET_INIT_WORKER,
         config = helpers.config(mocks, {
           auth = { url = url, timeout_ms = TIMEOUT_MS, ttl_s = TTL_S, stale_ttl_s = 30,
                    failure_status = FAILURE_STATUS },
@@ -413,6 +414,7 @@ describe("fault matrix (" .. WORKERS .. " workers)", function()
             workers = WORKERS,
             listen_options = "reuseport",
             http = QUIET_HTTP,
+            init_worker = QUIET_INIT_WORKER,
             config = helpers.config(mocks, {
               routes = { { name = "calendar", paths = { "/events" }, target = mocks.targets.calendar } },
               log = log,

@@ -573,6 +573,7 @@ helpers.encode_json = encode_json
 --   workers         1 or 2 (default 1)
 --   log_level       error_log level (default "info")
 --   http            extra snippet for the http block
+--   init_worker     Lua code for init_worker_by_lua (after the adapter's init_worker())
 --   locations       extra snippet for the server block
 --   stats_location / fault_location   false to leave out /__stats, /__arm_panic
 --   listen_options  extra `listen` parameters, e.g. "reuseport" (default none)
@@ -617,6 +618,7 @@ function helpers.try_start(opts)
       workers = opts.workers or 1,
       log_level = opts.log_level or "info",
       http = opts.http,
+      init_worker = opts.init_worker,
       locations = opts.locations,
       stats_location = opts.stats_location,
       fault_location = opts.fault_location,

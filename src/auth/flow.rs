@@ -24,6 +24,7 @@ use crate::routing::{self, Router};
 use crate::stats;
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Largest auth service response we read (head and body).
 pub const MAX_AUTH_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -68,6 +69,15 @@ pub struct RouteAction<'c, 'p> {
     pub path: Option<Cow<'p, [u8]>>,
 }
 
+/// The cache tier a verdict was found in.
+#[derive(Debug, Clone, Copy)]
+enum Tier {
+    /// This worker's LRU.
+    L1,
+    /// The shared dict.
+    L2,
+}
+
 /// One header value, `None` when the request lacks the header.
 type Values<'a> = Option<&'a [u8]>;
 
@@ -81,6 +91,9 @@ pub struct Plugin {
     pub recorder: Option<Recorder>,
     keys: KeyDeriver,
     cache: RefCell<Cache>,
+    /// Requests routed by each route, by index in `config.routes` (for the
+    /// metrics; made once here, so counting a decision allocates nothing).
+    routed: Box<[AtomicU64]>,
 }
 
 /// Everything that changes the auth service's answer, or what an entry
@@ -153,6 +166,7 @@ impl Plugin {
             // request hashes its header values only.
             keys: KeyDeriver::new(secret).scoped(&scope(&config)),
             cache,
+            routed: config.routes.iter().map(|_| AtomicU64::new(0)).collect(),
             config,
         }
     }
@@ -208,7 +222,10 @@ impl Plugin {
 
     fn take_verdict(ex: &mut Exchange, verdict: Verdict, status: CacheStatus) -> Step {
         let step = match verdict {
-            Verdict::Allow(_) => Step::Allow,
+            Verdict::Allow(_) => {
+                stats::ALLOWED.incr();
+                Step::Allow
+            }
             Verdict::Deny(_) => {
                 stats::DENIED.incr();
                 Step::Deny
@@ -218,16 +235,21 @@ impl Plugin {
         step
     }
 
-    /// A cached verdict decides the request: an allow counts under `tier`
-    /// (L1 or L2 hits), a deny as a negative hit.
-    fn take_hit(ex: &mut Exchange, verdict: Verdict, tier: &stats::Counter) -> Step {
+    /// A cached verdict decides the request: an allow counts under the
+    /// tier's hits, a deny as a negative hit (overall and the tier's).
+    fn take_hit(ex: &mut Exchange, verdict: Verdict, tier: Tier) -> Step {
+        let (hits, negative) = match tier {
+            Tier::L1 => (&stats::L1_HITS, &stats::L1_NEGATIVE_HITS),
+            Tier::L2 => (&stats::L2_HITS, &stats::L2_NEGATIVE_HITS),
+        };
         let status = match verdict {
             Verdict::Allow(_) => {
-                tier.incr();
+                hits.incr();
                 CacheStatus::Hit
             }
             Verdict::Deny(_) => {
                 stats::NEGATIVE_HITS.incr();
+                negative.incr();
                 CacheStatus::Negative
             }
         };
@@ -334,8 +356,9 @@ impl Plugin {
             return Step::NoCredential;
         };
         if let Some(verdict) = self.fresh_l1(&key, now) {
-            return Self::take_hit(ex, verdict, &stats::L1_HITS);
+            return Self::take_hit(ex, verdict, Tier::L1);
         }
+        stats::L1_MISSES.incr();
         let auth = &self.config.auth;
         let n = (auth.credential_headers.len() + auth.forward_headers.len()).min(values.len());
         let (creds, forwarded) = self.split(&values[..n]);
@@ -350,7 +373,7 @@ impl Plugin {
             return Step::Miss;
         };
         match self.fresh_l1(&key, now) {
-            Some(verdict) => Self::take_hit(ex, verdict, &stats::L1_HITS),
+            Some(verdict) => Self::take_hit(ex, verdict, Tier::L1),
             None => Step::Miss,
         }
     }
@@ -371,7 +394,7 @@ impl Plugin {
         if !fresh {
             return Step::Miss;
         }
-        Self::take_hit(ex, verdict, &stats::L2_HITS)
+        Self::take_hit(ex, verdict, Tier::L2)
     }
 
     /// Third step: the HTTP/1.1 request to send to the auth service.
@@ -414,6 +437,7 @@ impl Plugin {
         now: f64,
     ) -> (Step, Option<SharedWrite>) {
         stats::AUTH_CALLS.incr();
+        stats::L2_MISSES.incr();
         let answer = response.and_then(|r| verdict::interpret(&self.config, r, now));
         let Some(key) = ex.pending_key() else {
             return (Step::Failed, None);
@@ -439,6 +463,10 @@ impl Plugin {
                     self.with_cache(|c| c.remove(&key));
                 }
                 stats::MISSES.incr();
+                match answer.verdict {
+                    Verdict::Allow(_) => stats::AUTH_CALLS_OK.incr(),
+                    Verdict::Deny(_) => stats::AUTH_CALLS_DENIED.incr(),
+                }
                 (
                     Self::take_verdict(ex, answer.verdict, CacheStatus::Miss),
                     write,
@@ -452,8 +480,17 @@ impl Plugin {
     /// if one is inside its window, else [`Step::Failed`].
     pub fn fail(&self, ex: &mut Exchange, err: &AuthError, now: f64) -> Step {
         stats::count_auth_error(err);
+        if matches!(
+            err,
+            AuthError::Rejected | AuthError::LockTimeout | AuthError::FlightFailed
+        ) {
+            // No call of its own (auth_response counted those): the request
+            // still went past both tiers.
+            stats::L2_MISSES.incr();
+        }
         ex.set_auth_error(err.clone());
         let Some(key) = ex.pending_key() else {
+            stats::FAILED_CLOSED.incr();
             return Step::Failed;
         };
         let stale = self
@@ -464,7 +501,10 @@ impl Plugin {
                 stats::STALE_SERVED.incr();
                 Self::take_verdict(ex, verdict, CacheStatus::Stale)
             }
-            None => Step::Failed,
+            None => {
+                stats::FAILED_CLOSED.incr();
+                Step::Failed
+            }
         }
     }
 
@@ -505,6 +545,9 @@ impl Plugin {
         };
         let route = self.config.routes.get(index)?;
         stats::ROUTED.incr();
+        if let Some(n) = self.routed.get(index) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         ex.set_route(index);
         Some(RouteAction {
             index,
@@ -512,6 +555,15 @@ impl Plugin {
             destination: &route.destination,
             path: upstream_path,
         })
+    }
+
+    /// `(route name, requests it routed)` for every route, in config order.
+    pub fn route_counts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.config
+            .routes
+            .iter()
+            .zip(self.routed.iter())
+            .map(|(r, n)| (r.name.as_str(), n.load(Ordering::Relaxed)))
     }
 
     /// Forgets one cache key in L1.
@@ -806,6 +858,27 @@ mod tests {
             ex.route_parts(&p.config.routes),
             (Some("pro"), None, Some("pro-backend"))
         );
+    }
+
+    #[test]
+    fn each_route_counts_its_own_decisions() {
+        let c = compile(json!({
+            "auth": {"url": "http://127.0.0.1:9/auth"},
+            "routes": [
+                {"name": "email", "paths": ["/send"], "target": "127.0.0.1:8002"},
+                {"name": "other", "paths": ["/other"], "target": "127.0.0.1:8003"}
+            ]
+        }))
+        .expect("valid");
+        let p = Plugin::new(c, b"test-secret");
+        let mut ex = miss(&p, "Bearer a", 0.0);
+        p.auth_response(&mut ex, Ok(&resp(200, r#"{"id": "a1"}"#)), 0.0);
+        for _ in 0..3 {
+            assert!(p.route(&mut ex, b"/send", None).is_some());
+        }
+        assert!(p.route(&mut ex, b"/nowhere", None).is_none());
+        let counts: Vec<(&str, u64)> = p.route_counts().collect();
+        assert_eq!(counts, vec![("email", 3), ("other", 0)]);
     }
 
     #[test]

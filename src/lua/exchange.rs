@@ -127,7 +127,7 @@ impl UserData for Ctx {
                     }
                 };
                 with_live(this.0, |live| {
-                    stats::AUTH_LATENCY_US.add((latency_ms.max(0.0) * 1000.0) as u64);
+                    stats::record_auth_latency(latency_ms);
                     live.ex.set_auth_latency(latency_ms);
                     let response = match failure {
                         Some(err) => Err(err),

@@ -15,7 +15,7 @@ use crate::auth::flow::Plugin;
 use crate::config::fields::FieldError;
 use crate::config::{self, ConfigError};
 use crate::http1::ResponseParser;
-use crate::{fault, resp, stats, VERSION};
+use crate::{fault, metrics, resp, stats, VERSION};
 use exchange::Ctx;
 use mlua::prelude::*;
 use parser::Parser;
@@ -154,6 +154,44 @@ fn redis_reply(lua: &Lua, buf: LuaString) -> LuaResult<LuaMultiValue> {
     }
 }
 
+/// render_metrics(values, routes, shared_tier, comments) -> text
+///
+/// Arguments: `values`, node-wide sums by `stats()` name; `routes`, an
+/// array of `{name, count}` in the order to print; `shared_tier`, whether
+/// the node has a shared dict (the `l2` tier); `comments`, an array of
+/// strings printed first as `# ` lines.
+/// Returns: the Prometheus text exposition (format 0.0.4).
+fn render_metrics(
+    _: &Lua,
+    (values, routes, shared_tier, comments): (LuaTable, LuaTable, bool, Option<LuaTable>),
+) -> LuaResult<String> {
+    let mut sums = std::collections::HashMap::new();
+    for pair in values.pairs::<String, f64>() {
+        let (k, v) = pair?;
+        sums.insert(k, v.max(0.0) as u64);
+    }
+    let mut route_list = Vec::new();
+    for r in routes.sequence_values::<LuaTable>() {
+        let r = r?;
+        route_list.push((r.get::<String>(1)?, r.get::<f64>(2)?.max(0.0) as u64));
+    }
+    let mut comment_list = Vec::new();
+    if let Some(c) = comments {
+        for line in c.sequence_values::<String>() {
+            comment_list.push(line?);
+        }
+    }
+    let get = |name: &str| sums.get(name).copied().unwrap_or(0);
+    Ok(metrics::render(
+        &get,
+        &route_list,
+        &metrics::Scope {
+            shared_tier,
+            comments: &comment_list,
+        },
+    ))
+}
+
 /// The module table. `skip_memory_check`: mlua's per-call allocator check
 /// costs several hundred ns per call and LuaJIT has no memory limit to enforce.
 #[mlua::lua_module(name = "auth_router_native", skip_memory_check)]
@@ -168,6 +206,7 @@ fn auth_router_native(lua: &Lua) -> LuaResult<LuaTable> {
     exports.set("validate", lua.create_function(validate)?)?;
     exports.set("compile", lua.create_function(compile)?)?;
     exports.set("stats", lua.create_function(stats)?)?;
+    exports.set("render_metrics", lua.create_function(render_metrics)?)?;
     // exchange(handle) -> a view of that request's slot (mlua calls)
     exports.set(
         "exchange",

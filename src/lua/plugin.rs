@@ -116,6 +116,18 @@ impl UserData for PluginUd {
         methods.add_method("log_pending", |_, this, ()| {
             Ok(this.0.recorder.as_ref().map_or(0, |r| r.pending()))
         });
+        // plugin:route_counts() -> { {name, count}, ... } in config order:
+        // this worker's routing decisions by route (for the metrics)
+        methods.add_method("route_counts", |lua, this, ()| {
+            let t = lua.create_table()?;
+            for (i, (name, n)) in this.0.route_counts().enumerate() {
+                let pair = lua.create_table()?;
+                pair.set(1, name)?;
+                pair.set(2, n as f64)?;
+                t.set(i + 1, pair)?;
+            }
+            Ok(t)
+        });
         // plugin:purge_all()
         methods.add_method("purge_all", |_, this, ()| {
             this.0.purge_all();

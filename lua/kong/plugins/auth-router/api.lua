@@ -1,4 +1,7 @@
--- Admin API: purge the auth cache.
+-- Admin API: purge the auth cache, read the metrics.
+--
+--   GET /auth-router/metrics                           the node's metrics,
+--        Prometheus text format (metrics_api.lua)
 --
 --   DELETE /auth-router/cache                          every entry
 --   DELETE /auth-router/cache  {"credential": "..."}   one credential (the
@@ -14,6 +17,7 @@
 
 local core          = require "auth_router"
 local plugin_config = require "kong.plugins.auth-router.plugin_config"
+local metrics_api   = require "kong.plugins.auth-router.metrics_api"
 
 local kong = kong
 local type = type
@@ -22,6 +26,12 @@ local PLUGIN_NAME = "auth-router"
 
 
 return {
+  ["/auth-router/metrics"] = {
+    GET = function()
+      return metrics_api.GET()
+    end,
+  },
+
   ["/auth-router/cache"] = {
     DELETE = function(self)
       local credential = self.params.credential

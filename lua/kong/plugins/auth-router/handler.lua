@@ -12,6 +12,7 @@
 
 local core          = require "auth_router"
 local plugin_config = require "kong.plugins.auth-router.plugin_config"
+local metrics       = require "auth_router.metrics"
 local hostname_type = require("kong.tools.ip").hostname_type
 local HEADERS       = require("kong.constants").HEADERS
 
@@ -197,6 +198,16 @@ local function consumer_for(conf, value)
   end
   set_consumer_headers(consumer, true)
   return consumer
+end
+
+
+-- Starts this worker's metrics flush timer: every second it adds the
+-- worker's native counters to the shared dict, for GET /auth-router/metrics.
+function AuthRouterHandler:init_worker()
+  local ok, err = metrics.start()
+  if not ok then
+    kong.log.err(err)
+  end
 end
 
 
