@@ -23,9 +23,9 @@ local function failure(sock, err)
 end
 
 
---- The milliseconds left until `deadline` (ngx.now() seconds), or nil when
--- it has passed. The clock is refreshed: the cached time may be a whole
--- event-loop iteration old.
+--- left_ms(deadline) -> the milliseconds left until `deadline` (ngx.now()
+-- seconds), or nil when it has passed. The clock is refreshed: the cached
+-- time may be a whole event-loop iteration old. (redis.lua uses it too.)
 local function left_ms(deadline)
   ngx.update_time()
   local ms = floor((deadline - ngx.now()) * 1000)
@@ -34,6 +34,9 @@ local function left_ms(deadline)
   end
   return ms
 end
+
+
+_M.left_ms = left_ms
 
 
 --- connect(conn[, deadline]) -> sock | nil, kind, detail

@@ -16,7 +16,7 @@ local http1  = require "auth_router.http1"
 local ngx      = ngx
 local type     = type
 local concat   = table.concat
-local floor    = math.floor
+local left_ms  = http1.left_ms
 
 local READ_CHUNK = 65536
 
@@ -99,16 +99,6 @@ function _M.new(cluster)
     next_log = 0,
     held     = 0,     -- failure lines held back since the last one
   }, Client)
-end
-
-
-local function left_ms(deadline)
-  ngx.update_time()
-  local ms = floor((deadline - ngx.now()) * 1000)
-  if ms < 1 then
-    return nil
-  end
-  return ms
 end
 
 
