@@ -2,6 +2,7 @@
 -- calls the core in each phase and turns results into nginx actions.
 --
 --   init_by_lua_block { require("auth_router.openresty").init("/etc/auth-router/config.json") }
+--   init_worker_by_lua_block   { require("auth_router.openresty").init_worker() } -- metrics()
 --   access_by_lua_block        { require("auth_router.openresty").access() }
 --   header_filter_by_lua_block { require("auth_router.openresty").header_filter() }
 --   body_filter_by_lua_block   { require("auth_router.openresty").body_filter() } -- log.response_body
