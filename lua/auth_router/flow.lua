@@ -21,6 +21,12 @@ local MAX_AUTH_RESPONSE_BYTES = 1024 * 1024
 -- same keyed digest) and the fleet-wide single-flight locks.
 local CLUSTER_PREFIX      = "auth-router:v:"
 local CLUSTER_LOCK_PREFIX = "auth-router:lock:"
+-- The fleet's purge log: a stream of cache keys ("*": everything), and
+-- per node (in the shared dict) the last entry applied and a poll lock.
+local PURGE_STREAM        = "auth-router:purges"
+local PURGE_STREAM_MAXLEN = 10000
+local PURGE_STREAM_SEEN   = "auth-router:purges:seen:"
+local PURGE_POLL_LOCK     = "auth-router:purges:poll:"
 local CLUSTER_WAIT_MIN_S  = 0.005
 local CLUSTER_WAIT_MAX_S  = 0.05
 local PURGE_SEQ   = "auth-router:purge:seq"
@@ -373,11 +379,10 @@ function _M.fetch(plan, exchange)
 end
 
 
---- purge(plugin, dict, key, cluster) -> true | nil, err
--- Forgets cache key `key` ("*": everything) in this worker's L1 and, with
--- a shared dict, in L2 and in every other worker of the node: they apply
--- the purge on their next request (see apply_purges).
-function _M.purge(plugin, dict, key, cluster)
+-- This node's part of a purge: this worker's L1 now, the shared dict's
+-- copy, and the node's purge log, which the other workers apply on their
+-- next request (see apply_purges).
+local function purge_node(plugin, dict, key)
   if key == "*" then
     plugin:purge_all()
   else
@@ -388,13 +393,7 @@ function _M.purge(plugin, dict, key, cluster)
   end
   if key ~= "*" then
     dict:delete(key)
-    if cluster then
-      -- other nodes keep what they already hold until it expires (the
-      -- fleet-wide purge log is not in this version); none reads it anew
-      cluster:pipeline({ { "DEL", CLUSTER_PREFIX .. key } })
-    end
   end
-  -- Other workers apply the purge on their next request (see apply_purges).
   local seq, err = dict:incr(PURGE_SEQ, 1, 0)
   if not seq then
     return nil, "cannot record purge: " .. tostring(err)
@@ -413,6 +412,102 @@ function _M.purge(plugin, dict, key, cluster)
     end
   end
   return true
+end
+
+
+-- Every verdict in Redis (purge-all), by SCAN, a batch at a time.
+local function delete_cluster_verdicts(cluster)
+  local cursor = "0"
+  repeat
+    local r, kind, detail = cluster:pipeline({ { "SCAN", cursor, "MATCH", CLUSTER_PREFIX .. "*",
+                                                 "COUNT", 1000 } })
+    if not r then
+      return nil, kind .. ": " .. tostring(detail)
+    end
+    cursor = r[1][1]
+    local keys = r[1][2]
+    if #keys > 0 then
+      local command = { "DEL" }
+      for i = 1, #keys do
+        command[i + 1] = keys[i]
+      end
+      r, kind, detail = cluster:pipeline({ command })
+      if not r then
+        return nil, kind .. ": " .. tostring(detail)
+      end
+    end
+  until cursor == "0"
+  return true
+end
+
+
+--- purge(plugin, dict, key, cluster) -> true | nil, err
+-- Forgets cache key `key` ("*": everything) on this node and, with
+-- `cluster`, in Redis and on every node of the fleet: the key goes into the
+-- fleet's purge log, which each node applies within its `poll_ms` (see
+-- poll_purges). Redis copies are deleted before the log entry is written,
+-- so no node reads the purged verdict back. An error says when the fleet
+-- could not be told (this node is purged all the same).
+function _M.purge(plugin, dict, key, cluster)
+  local ok, err = purge_node(plugin, dict, key)
+  if not ok or not cluster then
+    return ok, err
+  end
+  if key == "*" then
+    ok, err = delete_cluster_verdicts(cluster)
+    if not ok then
+      return nil, "purged on this node only, not in the fleet (redis " .. err .. ")"
+    end
+  end
+  local commands = { { "XADD", PURGE_STREAM, "MAXLEN", "~", PURGE_STREAM_MAXLEN, "*", "k", key } }
+  if key ~= "*" then
+    table.insert(commands, 1, { "DEL", CLUSTER_PREFIX .. key })
+  end
+  local replies, kind, detail = cluster:pipeline(commands)
+  if not replies then
+    return nil, "purged on this node only, not in the fleet (redis " .. kind .. ": " .. tostring(detail) .. ")"
+  end
+  return true
+end
+
+
+--- poll_purges(plugin, plan): applies the fleet's purge log to this node,
+-- from one worker of the node per `poll_ms` (a dict lock), remembering the
+-- last entry applied in the dict. A node whose dict has no such mark (it
+-- just started) begins at the log's end: its caches are empty.
+-- Context: a timer (cosockets).
+function _M.poll_purges(plugin, plan)
+  local dict, cluster = plan.dict, plan.cluster
+  if not (dict and cluster) then
+    return
+  end
+  local id = plan.cluster_id
+  if not dict:add(PURGE_POLL_LOCK .. id, true, plan.poll_s * 0.9) then
+    return
+  end
+  local seen = dict:get(PURGE_STREAM_SEEN .. id)
+  if not seen then
+    local r = cluster:pipeline({ { "XREVRANGE", PURGE_STREAM, "+", "-", "COUNT", 1 } })
+    if r and type(r[1]) == "table" and not r[1].err then
+      dict:set(PURGE_STREAM_SEEN .. id, r[1][1] and r[1][1][1] or "0-0")
+    end
+    return
+  end
+  local r = cluster:pipeline({ { "XRANGE", PURGE_STREAM, "(" .. seen, "+", "COUNT", 1000 } })
+  if not (r and type(r[1]) == "table" and not r[1].err) then
+    return
+  end
+  for _, entry in ipairs(r[1]) do
+    local fields = entry[2]
+    if type(fields) == "table" and fields[1] == "k" and type(fields[2]) == "string" then
+      local ok, err = purge_node(plugin, dict, fields[2])
+      if not ok then
+        ngx.log(ngx.ERR, "[auth-router] cannot apply the fleet's purge: ", err)
+        return
+      end
+    end
+    dict:set(PURGE_STREAM_SEEN .. id, entry[1])
+  end
 end
 
 

@@ -149,6 +149,9 @@ local function make_plan(plugin)
   plan.node_wait_s, plan.node_lock_ttl = plan.wait_s, plan.lock_ttl
   if c.cluster.enabled then
     plan.cluster = redis.new(c.cluster)
+    plan.cluster_id = c.cluster.host .. ":" .. c.cluster.port .. ":" .. c.cluster.database
+    plan.poll_s = c.cluster.poll_ms / 1000
+    plan.next_poll = 0
     -- The node's lock holder may first wait for another node's call
     -- (wait_s) and make a few Redis exchanges: the node's own waiters and
     -- its lock allow for that.
@@ -842,6 +845,40 @@ end
 --- This worker's native counters.
 function _M.stats()
   return native.stats()
+end
+
+
+-- Timer tick of the fleet's purge log: each config with a cluster tier
+-- polls when its poll_ms is due (flow.poll_purges; one worker per node).
+local PURGE_TICK_S = 0.05
+local polling = false
+local function poll_tick(premature)
+  if premature or polling then
+    return
+  end
+  polling = true
+  local now = ngx.now()
+  for plugin, plan in pairs(plans) do
+    if plan.cluster and now >= plan.next_poll then
+      plan.next_poll = now + plan.poll_s
+      local ok, err = pcall(flow.poll_purges, plugin, plan)
+      if not ok then
+        internal_error("purge poll", err)
+      end
+    end
+  end
+  polling = false
+end
+
+
+--- init_worker() -> true | nil, err: starts this worker's timer that
+-- applies the fleet's purges (cluster tier). Context: init_worker.
+function _M.init_worker()
+  local ok, err = ngx.timer.every(PURGE_TICK_S, poll_tick)
+  if not ok then
+    return nil, "cannot start the purge poll timer: " .. tostring(err)
+  end
+  return true
 end
 
 

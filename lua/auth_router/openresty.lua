@@ -250,11 +250,15 @@ function _M.purge(credential)
 end
 
 
---- init_worker(): starts this worker's metrics flush timer, which adds its
--- counters to the shared dict every second for metrics().
+--- init_worker(): starts this worker's timers: the metrics flush, which
+-- adds its counters to the shared dict every second for metrics(), and
+-- the cluster tier's purge poll (cluster.poll_ms).
 -- Context: init_worker_by_lua*. Raises when the timer cannot be created.
 function _M.init_worker()
   local ok, err = metrics.start()
+  if ok then
+    ok, err = core.init_worker()
+  end
   if not ok then
     error(err, 2)
   end

@@ -11,6 +11,19 @@ local redis_server = require "spec.openresty.redis_server"
 local socket       = require "socket"
 
 local KEY_SECRET = "spec-fleet-key-secret-0123456789"
+local POLL_MS    = 200
+local COOLDOWN_S = 1   -- the Redis circuit breaker's, shortened for the spec
+
+-- POST /purge: OpenResty's purge() with the body as the credential (no
+-- body: everything).
+local LOCATIONS = [[
+        location = /purge {
+            content_by_lua_block {
+                ngx.req.read_body()
+                local ok, err = require("auth_router.openresty").purge(ngx.req.get_body_data())
+                ngx.say(ok and "ok" or err)
+            }
+        }]]
 
 
 describe("cluster tier: two nodes on one Redis", function()
@@ -18,7 +31,7 @@ describe("cluster tier: two nodes on one Redis", function()
 
   local function cluster_config(overrides)
     local cluster = { enabled = true, host = "127.0.0.1", port = server.port,
-                      key_secret = KEY_SECRET, timeout_ms = 200 }
+                      key_secret = KEY_SECRET, timeout_ms = 200, poll_ms = POLL_MS }
     for k, v in pairs(overrides or {}) do
       cluster[k] = v
     end
@@ -30,7 +43,8 @@ describe("cluster tier: two nodes on one Redis", function()
 
   local function node(overrides)
     return helpers.start({ mocks = mocks, workers = 2, listen_options = "reuseport",
-                           config = cluster_config(overrides) })
+                           config = cluster_config(overrides), locations = LOCATIONS,
+                           init_worker = 'require("auth_router.redis").COOLDOWN_S = ' .. COOLDOWN_S })
   end
 
   local function get(gw, token)
@@ -98,6 +112,44 @@ describe("cluster tier: two nodes on one Redis", function()
     other:stop()
   end)
 
+  local function purge(gw, credential)
+    local status, _, body = helpers.request("POST", gw.gw_url .. "/purge", nil, credential)
+    assert.equal(200, status)
+    assert.equal("ok\n", body)
+  end
+
+  it("a purge on node A stops node B serving the verdict within 2 x poll_ms", function()
+    assert.equal(200, get(a, "good-revoke"))
+    for _ = 1, 6 do   -- both workers of B, from Redis then their own caches
+      assert.equal(200, get(b, "good-revoke"))
+    end
+    assert.equal(1, mocks:calls())
+    mocks:behave("good-revoke", "deny")   -- revoked at the auth service
+    purge(a, "Bearer good-revoke")
+    socket.sleep(2 * POLL_MS / 1000)
+    for _ = 1, 6 do
+      assert.equal(401, get(b, "good-revoke"))
+      assert.equal(401, get(a, "good-revoke"))
+    end
+  end)
+
+  it("a purge of everything on node B reaches node A", function()
+    assert.equal(200, get(a, "good-all-1"))
+    assert.equal(200, get(a, "good-all-2"))
+    for _ = 1, 4 do
+      assert.equal(200, get(a, "good-all-1"))
+    end
+    assert.equal(2, mocks:calls())
+    mocks:behave("good-all-1", "deny")
+    mocks:behave("good-all-2", "deny")
+    purge(b, nil)
+    socket.sleep(2 * POLL_MS / 1000)
+    for _ = 1, 4 do
+      assert.equal(401, get(a, "good-all-1"))
+      assert.equal(401, get(a, "good-all-2"))
+    end
+  end)
+
   it("Redis hanging: a miss costs at most cluster.timeout_ms more, a hit nothing", function()
     assert.equal(200, get(a, "good-hang-known"))
     local sleeper = io.popen("redis-cli -p " .. server.port .. " DEBUG SLEEP 1.5")
@@ -109,6 +161,8 @@ describe("cluster tier: two nodes on one Redis", function()
     assert.equal(200, get(a, "good-hang-new"))     -- L3 read times out, then auth
     local miss_s = socket.gettime() - t0
     sleeper:close()
+    -- the purge polls failed while Redis slept: let the breakers close
+    socket.sleep(COOLDOWN_S + 0.2)
     assert.is_true(hit_s < 0.1, "hit took " .. hit_s .. " s")
     assert.is_true(miss_s < 0.2 + 0.25, "miss took " .. miss_s .. " s (cluster.timeout_ms 200)")
     assert.equal(2, mocks:calls())
@@ -134,7 +188,7 @@ describe("cluster tier: two nodes on one Redis", function()
     assert.equal(0, a:stats().live_slots)
 
     server:restart()
-    socket.sleep(5.2) -- the breakers that opened (redis.COOLDOWN_S) let one exchange try again
+    socket.sleep(COOLDOWN_S + 0.2) -- the breakers that opened let one exchange try again
     mocks:reset()
     for _ = 1, 4 do   -- both workers of each node
       assert.equal(200, get(a, "good-after"))

@@ -10,8 +10,11 @@
 --
 -- Purges the L1 caches of every worker of this node (workers apply purges
 -- recorded in the shared dict on their next request) and the shared dict.
--- In hybrid mode the Admin API runs on the control plane, whose dict the
--- data planes do not share: purge there is node-local and does not reach them.
+-- With `cluster` on, the purge also deletes the Redis copy and goes into the
+-- fleet's purge log, which every node applies within cluster.poll_ms. In
+-- hybrid mode the Admin API runs on the control plane, whose dict the data
+-- planes do not share: without `cluster` (or when the control plane cannot
+-- reach that Redis) purge there does not reach them.
 
 -- luacheck: globals kong
 

@@ -208,6 +208,10 @@ function AuthRouterHandler:init_worker()
   if not ok then
     kong.log.err(err)
   end
+  ok, err = core.init_worker()
+  if not ok then
+    kong.log.err(err)
+  end
 end
 
 
