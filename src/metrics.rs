@@ -173,9 +173,9 @@ pub fn render(v: &dyn Values, routes: &[(String, u64)], scope: &Scope<'_>) -> St
         &mut out,
         name,
         "counter",
-        "Auth cache lookups by tier (l1: the worker's LRU, l2: the node's shared dict) and result \
-         (hit: allowed, negative: a cached 401/403, miss: not answered by the tier; an l2 miss \
-         went on to the auth service).",
+        "Auth cache lookups by tier (l1: the worker's LRU, l2: the node's shared dict, l3: Redis, \
+         the cluster tier) and result (hit: allowed, negative: a cached 401/403, miss: not \
+         answered by the tier; an l2 miss went on to Redis or the auth service).",
     );
     let mut tiers: Vec<(&str, [(&str, &str); 3])> = vec![(
         "l1",
@@ -201,6 +201,18 @@ pub fn render(v: &dyn Values, routes: &[(String, u64)], scope: &Scope<'_>) -> St
                 &mut out,
                 name,
                 &[("tier", tier), ("result", result)],
+                v.get(stat),
+            );
+        }
+    }
+    if scope.shared_tier {
+        // Redis is read only behind the shared dict; its misses are the
+        // requests that then called auth, counted as l2 misses already.
+        for (result, stat) in [("hit", "l3_hits"), ("negative", "l3_negative_hits")] {
+            sample(
+                &mut out,
+                name,
+                &[("tier", "l3"), ("result", result)],
                 v.get(stat),
             );
         }
@@ -354,6 +366,14 @@ pub fn render(v: &dyn Values, routes: &[(String, u64)], scope: &Scope<'_>) -> St
         "Requests holding native per-request state now, summed over workers.",
     );
     sample(&mut out, name, &[], v.get("live_slots"));
+    counter(
+        &mut out,
+        v,
+        "auth_router_redis_errors_total",
+        "Redis exchanges of the cluster tier that failed (timeout, unreachable, not RESP, AUTH or \
+         SELECT refused); those requests went on without Redis.",
+        "redis_errors",
+    );
     counter(
         &mut out,
         v,

@@ -62,7 +62,14 @@ pub static NO_CREDENTIAL: Counter = Counter::new("no_credential");
 pub static L1_HITS: Counter = Counter::new("l1_hits");
 /// Positive verdicts found fresh in the shared dict (another worker fetched them).
 pub static L2_HITS: Counter = Counter::new("l2_hits");
-/// Cached 401/403 verdicts served (L1 or L2).
+/// Positive verdicts read from Redis (the cluster tier: another node fetched them).
+pub static L3_HITS: Counter = Counter::new("l3_hits");
+/// Cached 401/403 verdicts read from Redis.
+pub static L3_NEGATIVE_HITS: Counter = Counter::new("l3_negative_hits");
+/// Redis exchanges of the cluster tier that failed (timeout, unreachable,
+/// not RESP, AUTH/SELECT refused); the request went on without Redis.
+pub static REDIS_ERRORS: Counter = Counter::new("redis_errors");
+/// Cached 401/403 verdicts served (L1, L2 or L3).
 pub static NEGATIVE_HITS: Counter = Counter::new("negative_hits");
 /// Cached 401/403 verdicts found in this worker's cache (part of `negative_hits`).
 pub static L1_NEGATIVE_HITS: Counter = Counter::new("l1_negative_hits");
@@ -132,7 +139,7 @@ pub static LIVE_SLOTS: Counter = Counter::new("live_slots");
 pub static SLOTS_RECLAIMED: Counter = Counter::new("slots_reclaimed");
 
 /// Every counter, in a stable order.
-pub static ALL: [&Counter; 40] = [
+pub static ALL: [&Counter; 43] = [
     &REQUESTS,
     &RESPONSES,
     &RESPONSE_BYTES,
@@ -145,6 +152,9 @@ pub static ALL: [&Counter; 40] = [
     &NEGATIVE_HITS,
     &L1_NEGATIVE_HITS,
     &L2_NEGATIVE_HITS,
+    &L3_HITS,
+    &L3_NEGATIVE_HITS,
+    &REDIS_ERRORS,
     &L1_MISSES,
     &L2_MISSES,
     &ALLOWED,

@@ -244,7 +244,7 @@ local function load_cluster(plan, exchange, key, value, pttl)
   if type(value) ~= "string" then
     return nil
   end
-  local step = exchange:load_shared(value, ngx.now())
+  local step = exchange:load_cluster(value, ngx.now())
   if step == "miss" then
     return nil
   end

@@ -223,6 +223,7 @@ function Client:pipeline(commands)
     self.failures = 0
     return replies
   end
+  native.redis_failed()
   self.failures = self.failures + 1
   if self.failures >= _M.FAILURES_TO_OPEN then
     self.open_until = ngx.now() + _M.COOLDOWN_S

@@ -71,21 +71,30 @@ describe("cluster tier: two nodes on one Redis", function()
   end)
 
   it("1000 requests over 10 credentials spread over both nodes make exactly 10 auth calls", function()
+    -- request i goes to node i % 2 with credential floor(i / 2) % 10: every
+    -- credential reaches both nodes
+    local function pick(i)
+      return (i % 2 == 0) and a or b, "good-spread" .. (math.floor(i / 2) % 10)
+    end
     local list = {}
     for i = 1, 1000 do
-      local gw = (i % 2 == 0) and a or b
-      list[i] = { url = gw.gw_url .. "/spread", headers = { Authorization = "Bearer good-spread" .. (i % 10) } }
+      local gw, token = pick(i)
+      list[i] = { url = gw.gw_url .. "/spread", headers = { Authorization = "Bearer " .. token } }
     end
     -- the first round one by one, so that each credential is first seen by
     -- one node and then read from Redis by the other
     for i = 1, 20 do
-      assert.equal(200, get(i % 2 == 0 and a or b, "good-spread" .. (i % 10)))
+      local gw, token = pick(i)
+      assert.equal(200, get(gw, token))
     end
     local results = helpers.request_many(list, 20)
     for i, r in ipairs(results) do
       assert.equal(200, r.status, "request " .. i .. ": " .. tostring(r.err))
     end
     assert.equal(10, mocks:calls())
+    -- each credential was fetched by one node and read from Redis by the other
+    local l3 = helpers.all_stats(a).l3_hits + helpers.all_stats(b).l3_hits
+    assert.is_true(l3 >= 10, "l3 hits: " .. l3)
   end)
 
   it("50 concurrent requests with one new credential, split over both nodes, make one auth call", function()
@@ -186,6 +195,7 @@ describe("cluster tier: two nodes on one Redis", function()
     -- (cached as denials); good-during once per node
     assert.equal(1 + 2 + 2, mocks:calls())
     assert.equal(0, a:stats().live_slots)
+    assert.is_true(helpers.all_stats(a).redis_errors > 0)
 
     server:restart()
     socket.sleep(COOLDOWN_S + 0.2) -- the breakers that opened let one exchange try again

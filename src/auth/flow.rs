@@ -76,6 +76,8 @@ enum Tier {
     L1,
     /// The shared dict.
     L2,
+    /// Redis (the cluster tier).
+    L3,
 }
 
 /// One header value, `None` when the request lacks the header.
@@ -241,6 +243,7 @@ impl Plugin {
         let (hits, negative) = match tier {
             Tier::L1 => (&stats::L1_HITS, &stats::L1_NEGATIVE_HITS),
             Tier::L2 => (&stats::L2_HITS, &stats::L2_NEGATIVE_HITS),
+            Tier::L3 => (&stats::L3_HITS, &stats::L3_NEGATIVE_HITS),
         };
         let status = match verdict {
             Verdict::Allow(_) => {
@@ -382,6 +385,16 @@ impl Plugin {
     /// A fresh entry is a hit (and fills L1); a stale one is kept in L1 in
     /// case the auth service fails; anything else is a miss.
     pub fn load_shared(&self, ex: &mut Exchange, value: &[u8], now: f64) -> Step {
+        self.load_entry(ex, value, now, Tier::L2)
+    }
+
+    /// [`Plugin::load_shared`] for a value read from Redis (same entry
+    /// form; counted under the cluster tier).
+    pub fn load_cluster(&self, ex: &mut Exchange, value: &[u8], now: f64) -> Step {
+        self.load_entry(ex, value, now, Tier::L3)
+    }
+
+    fn load_entry(&self, ex: &mut Exchange, value: &[u8], now: f64, tier: Tier) -> Step {
         let Some(key) = ex.pending_key() else {
             return Step::Miss;
         };
@@ -394,7 +407,7 @@ impl Plugin {
         if !fresh {
             return Step::Miss;
         }
-        Self::take_hit(ex, verdict, Tier::L2)
+        Self::take_hit(ex, verdict, tier)
     }
 
     /// Third step: the HTTP/1.1 request to send to the auth service.

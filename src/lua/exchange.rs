@@ -83,6 +83,16 @@ impl UserData for Ctx {
                 )))
             })
         });
+        // x:load_cluster(value, now) -> step (a value read from Redis)
+        methods.add_method("load_cluster", |_, this, (value, now): (LuaString, f64)| {
+            with_live(this.0, |live| {
+                Ok(step_name(live.plugin.load_cluster(
+                    &mut live.ex,
+                    &value.as_bytes(),
+                    now,
+                )))
+            })
+        });
         // x:recheck(now) -> step (L1 only)
         methods.add_method("recheck", |_, this, now: f64| {
             with_live(this.0, |live| {

@@ -224,6 +224,13 @@ fn auth_router_native(lua: &Lua) -> LuaResult<LuaTable> {
     // redis_reply(buf) -> reply, bytes used | false (need more) | nil, err
     exports.set("redis_reply", lua.create_function(redis_reply)?)?;
     exports.set(
+        "redis_failed",
+        lua.create_function(|_, ()| {
+            stats::REDIS_ERRORS.incr();
+            Ok(())
+        })?,
+    )?;
+    exports.set(
         "internal_error",
         lua.create_function(|_, ()| {
             stats::INTERNAL_ERRORS.incr();
