@@ -2,11 +2,13 @@
 -- loopback port in its own temporary directory (no persistence), stopped on
 -- :stop() and, as a safety net, when the Lua state closes (peer.track).
 --
---   local redis_server = require "spec.openresty.redis_server"
+--   local redis_server = require "spec.openresty.redis_server"   -- or dofile
 --   local r = redis_server.start{ password = "pw" }   -- r.port
 --   r:cli("SET", "k", "v"); r:kill(); r:restart(); r:stop()
 
-local peer   = require "spec.openresty.peer"
+-- dofile, not require: spec/kong loads this file from Kong's tree too
+local HERE   = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local peer   = dofile(HERE .. "/peer.lua")
 local socket = require "socket"
 
 local quote = peer.shell_quote
