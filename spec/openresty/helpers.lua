@@ -215,7 +215,10 @@ end
 ------------------------------------------------------------------------
 -- nginx instances
 
-local running = {} -- every started instance not yet stopped, for stop_all()
+-- Every started instance not yet stopped; helpers.stop_all() stops them,
+-- also when the Lua state closes (peer.track's safety net: busted exits
+-- with os.exit(code, true)). Specs still stop theirs in lazy_teardown.
+local running = require("spec.openresty.peer").track(helpers)
 
 local Instance = {}
 Instance.__index = Instance
@@ -326,27 +329,6 @@ local function launch(kind, port, build)
   end
   running[inst] = true
   return inst
-end
-
-
---- Stops every instance started by this harness and not stopped yet.
-function helpers.stop_all()
-  -- next(), not a generic for: this also runs in the sentinel's __gc while
-  -- the Lua state closes, where a `for ... in pairs` loop was seen spinning
-  -- forever (LuaJIT, JIT turned off by lua_close) and busted never exited
-  local inst = next(running)
-  while inst do
-    inst:stop()
-    running[inst] = nil
-    inst = next(running)
-  end
-end
-
--- Safety net: stop leftovers when the Lua state closes (busted exits with
--- os.exit(code, true)). Specs still stop their instances in lazy_teardown.
-helpers._sentinel = newproxy and newproxy(true)
-if helpers._sentinel then
-  getmetatable(helpers._sentinel).__gc = function() helpers.stop_all() end
 end
 
 
