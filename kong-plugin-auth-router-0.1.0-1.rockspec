@@ -44,6 +44,7 @@ build = {
       ["auth_router.http1"]      = "lua/auth_router/http1.lua",
       ["auth_router.flow"]       = "lua/auth_router/flow.lua",
       ["auth_router.redis"]      = "lua/auth_router/redis.lua",
+      ["auth_router.throttle"]   = "lua/auth_router/throttle.lua",
       ["auth_router.sink"]       = "lua/auth_router/sink.lua",
       ["auth_router.metrics"]    = "lua/auth_router/metrics.lua",
       ["auth_router.openresty"]  = "lua/auth_router/openresty.lua",

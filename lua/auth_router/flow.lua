@@ -5,7 +5,8 @@
 -- for every worker. Everything here may yield; init.lua calls it from
 -- access on an L1 miss (fetch) and before each lookup (apply_purges).
 
-local http1  = require "auth_router.http1"
+local http1    = require "auth_router.http1"
+local throttle = require "auth_router.throttle"
 
 local ngx      = ngx
 local type     = type
@@ -54,7 +55,7 @@ local _M = {
 local inflight = {}
 -- Auth calls in flight in this worker, by auth service (connection pool name).
 local calls_in_flight = {}
--- Per auth service: { next_at = time, held = lines held back } (see log_failure).
+-- Per auth service: its throttle.due state (see log_failure).
 local failure_log = {}
 
 
@@ -116,19 +117,15 @@ end
 -- most one per FAILURE_LOG_INTERVAL_S per auth service in this worker: an
 -- outage must not flood the log. The next line written counts the others.
 local function log_failure(addr, kind, reason)
-  local now = ngx.now()
   local state = failure_log[addr]
   if not state then
-    state = { next_at = 0, held = 0 }
+    state = {}
     failure_log[addr] = state
   end
-  if now < state.next_at then
-    state.held = state.held + 1
+  local held = throttle.due(state, _M.FAILURE_LOG_INTERVAL_S)
+  if not held then
     return
   end
-  local held = state.held
-  state.next_at = now + _M.FAILURE_LOG_INTERVAL_S
-  state.held = 0
   if held > 0 then
     ngx.log(ngx.ERR, "[auth-router] auth service ", addr, " failed (", kind, "): ", reason,
             " (", held, " more failures since the last such line)")

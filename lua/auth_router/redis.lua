@@ -11,7 +11,8 @@
 --   local replies, kind, detail = client:pipeline({ { "GET", key }, { "PTTL", key } })
 
 local native = require "auth_router.native"
-local http1  = require "auth_router.http1"
+local http1    = require "auth_router.http1"
+local throttle = require "auth_router.throttle"
 
 local ngx      = ngx
 local type     = type
@@ -96,8 +97,7 @@ function _M.new(cluster)
     addr     = cluster.host .. ":" .. cluster.port,
     failures = 0,     -- consecutive failed exchanges
     open_until = 0,   -- ngx.now() before which the breaker refuses
-    next_log = 0,
-    held     = 0,     -- failure lines held back since the last one
+    log_state = {},   -- throttle.due's, for the failure lines
   }, Client)
 end
 
@@ -189,13 +189,10 @@ end
 
 
 function Client:log_failure(kind, detail)
-  local now = ngx.now()
-  if now < self.next_log then
-    self.held = self.held + 1
+  local held = throttle.due(self.log_state, _M.LOG_INTERVAL_S)
+  if not held then
     return
   end
-  local held = self.held
-  self.next_log, self.held = now + _M.LOG_INTERVAL_S, 0
   ngx.log(ngx.ERR, "[auth-router] redis ", self.addr, " failed (", kind, "): ", detail,
           held > 0 and (" (" .. held .. " more since the last line)") or "",
           self.failures >= _M.FAILURES_TO_OPEN
