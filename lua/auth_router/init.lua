@@ -329,6 +329,25 @@ local function ngx_error(what, rc)
 end
 
 
+-- Sets header `name` of list `which` (UPSTREAM: the request, else the
+-- response) to the `len` bytes at `value`, a native pointer or a Lua
+-- string; nginx copies them.
+local function set_header(r, which, name, value, len)
+  local rc
+  if which == UPSTREAM then
+    rc = C_ngx.ngx_http_lua_ffi_req_set_header(r, name, #name, value, len, nil, 0, 1, errmsg)
+  elseif DIRECT_RESP_HEADERS then
+    rc = C_ngx.ngx_http_lua_ffi_set_resp_header(r, name, #name, 0, value, len, nil, 0, 1, errmsg)
+  else
+    ngx.header[name] = type(value) == "string" and value or ffi_string(value, len)
+    rc = FFI_OK
+  end
+  if rc ~= FFI_OK and rc ~= FFI_DECLINED then
+    ngx_error("set header " .. name, rc)
+  end
+end
+
+
 -- Sets the `count` account headers of list `which` on the upstream
 -- request (UPSTREAM) or the response (RESPONSE): ar_header names the
 -- header's rule (its name is in `names`, made once per config) and points
@@ -346,19 +365,8 @@ local function set_headers(handle, which, count, names)
     if rule < 0 then
       error(native.last_error(rule), 0)
     end
-    local name, value = names[rule], str_out[0]
-    local rc
-    if which == UPSTREAM then
-      rc = C_ngx.ngx_http_lua_ffi_req_set_header(r, name, #name, value.ptr, value.len, nil, 0, 1, errmsg)
-    elseif DIRECT_RESP_HEADERS then
-      rc = C_ngx.ngx_http_lua_ffi_set_resp_header(r, name, #name, 0, value.ptr, value.len, nil, 0, 1, errmsg)
-    else
-      ngx.header[name] = ffi_string(value.ptr, value.len)
-      rc = FFI_OK
-    end
-    if rc ~= FFI_OK and rc ~= FFI_DECLINED then
-      ngx_error("set header " .. name, rc)
-    end
+    local value = str_out[0]
+    set_header(r, which, names[rule], value.ptr, value.len)
   end
 end
 
@@ -679,17 +687,7 @@ local function set_response_value(name, value)
   if not get_request then
     load_ngx_ffi()
   end
-  local rc
-  if DIRECT_RESP_HEADERS then
-    rc = C_ngx.ngx_http_lua_ffi_set_resp_header(get_request(), name, #name, 0, value, #value,
-                                                nil, 0, 1, errmsg)
-  else
-    ngx.header[name] = value
-    rc = FFI_OK
-  end
-  if rc ~= FFI_OK and rc ~= FFI_DECLINED then
-    ngx_error("set header " .. name, rc)
-  end
+  set_header(get_request(), RESPONSE, name, value, #value)
 end
 
 
