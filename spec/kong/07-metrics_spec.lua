@@ -33,7 +33,7 @@ describe(PLUGIN_NAME .. ": (metrics API) [#" .. strategy .. "]", function()
         routes = { { name = "email", paths = { "/send" }, target = m.targets.email } },
       },
     }
-    status_port = helpers.get_available_port()
+    status_port = mocks.free_ports(1)[1]
     assert(mocks.start_kong({ status_listen = "127.0.0.1:" .. status_port }))
   end)
 

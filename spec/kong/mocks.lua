@@ -16,6 +16,8 @@ local cjson     = require "cjson"
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/spec/kong/[^/]*$")
 assert(ROOT, "spec/kong/mocks.lua: cannot find the repository root")
 
+local peer = dofile(ROOT .. "/spec/openresty/peer.lua")
+
 local UPSTREAMS = { "email", "calendar", "legacy" }
 
 local _M = { root = ROOT }
@@ -43,7 +45,8 @@ function _M.start()
                :format(ROOT .. "/spec/fixtures/?.lua;")
   local self = setmetatable({ ports = {}, targets = {} }, mt)
 
-  local auth_port = helpers.get_available_port()
+  local ports = _M.free_ports(1 + #UPSTREAMS)
+  local auth_port = ports[1]
   self.auth = assert(http_mock.new("127.0.0.1:" .. auth_port, {
     ["= /__calls"]  = lua [[require("mocks").calls()]],
     ["= /__last"]   = lua [[require("mocks").last()]],
@@ -62,7 +65,7 @@ function _M.start()
 
   local listens, names = {}, {}
   for i, name in ipairs(UPSTREAMS) do
-    local port = helpers.get_available_port()
+    local port = ports[1 + i]
     listens[i] = "127.0.0.1:" .. port
     names[#names + 1] = ("[%q] = %q"):format(tostring(port), name)
     self.ports[name] = port
@@ -79,6 +82,13 @@ function _M.start()
   assert(self.upstreams:start())
   return self
 end
+
+
+--- free_ports(n) -> `n` free loopback ports from the kernel's ephemeral
+-- range. Not helpers.get_available_port: it draws from 10000-30000, where
+-- Kong's test template binds its own mock upstream (15555-15558) once Kong
+-- starts, after the draw (a mock or a listener there fails Kong's start).
+_M.free_ports = peer.free_ports
 
 
 --- start_kong([extra]) -> Kong as every spec here runs it: DB-less (the

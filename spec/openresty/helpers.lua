@@ -23,6 +23,7 @@
 local socket = require "socket"
 local cjson  = require "cjson"
 local mime   = require "mime"
+local peer   = require "spec.openresty.peer"
 
 local render = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".")
                       .. "/../fixtures/render_conf.lua")
@@ -189,18 +190,7 @@ end
 
 
 --- `n` distinct free loopback ports (bound to port 0, then released).
-function helpers.free_ports(n)
-  local socks, ports = {}, {}
-  for i = 1, n do
-    local s = assert(socket.bind("127.0.0.1", 0))
-    local _, port = s:getsockname()
-    socks[i], ports[i] = s, tonumber(port)
-  end
-  for _, s in ipairs(socks) do
-    s:close()
-  end
-  return ports
-end
+helpers.free_ports = peer.free_ports
 
 
 local function port_answers(port)
@@ -218,7 +208,7 @@ end
 -- Every started instance not yet stopped; helpers.stop_all() stops them,
 -- also when the Lua state closes (peer.track's safety net: busted exits
 -- with os.exit(code, true)). Specs still stop theirs in lazy_teardown.
-local running = require("spec.openresty.peer").track(helpers)
+local running = peer.track(helpers)
 
 local Instance = {}
 Instance.__index = Instance

@@ -32,6 +32,23 @@ end
 local run = _M.run
 
 
+--- free_ports(n) -> `n` distinct free loopback ports, bound to port 0 and
+-- released: the kernel's ephemeral range, which keeps clear of every fixed
+-- port a spec's nginx binds (Kong's test template listens on 15555-15558).
+function _M.free_ports(n)
+  local socks, ports = {}, {}
+  for i = 1, n do
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    socks[i], ports[i] = s, tonumber(port)
+  end
+  for _, s in ipairs(socks) do
+    s:close()
+  end
+  return ports
+end
+
+
 function _M.read_file(path, offset)
   local f = io.open(path, "rb")
   if not f then

@@ -20,14 +20,6 @@ local Server = {}
 Server.__index = Server
 
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
-
-
 function Server:_launch()
   local args = {
     "redis-server", "--port", self.port, "--bind", "127.0.0.1",
@@ -63,7 +55,7 @@ function _M.start(opts)
   local dir = os.tmpname()
   os.remove(dir)
   assert(peer.run("mkdir -p " .. quote(dir)) == 0)
-  local self = setmetatable({ dir = dir, port = opts.port or free_port(),
+  local self = setmetatable({ dir = dir, port = opts.port or peer.free_ports(1)[1],
                               password = opts.password }, Server)
   self:_launch()
   return self
