@@ -232,11 +232,54 @@ local function make_plan(plugin)
 end
 
 
+-- The fleet's purge log: a timer of this worker ticks while it holds a
+-- config with a cluster tier (none otherwise), and each such config polls
+-- when its poll_ms is due (flow.poll_purges; one worker per node). Started
+-- by init_worker() when such a config is already compiled (OpenResty's
+-- init), else by the first one compiled after it (Kong's access).
+local PURGE_TICK_S = 0.05
+local poll = { allowed = false, started = false, running = false }
+local function poll_tick(premature)
+  if premature or poll.running then
+    return
+  end
+  poll.running = true
+  local now = ngx.now()
+  for plugin, plan in pairs(plans) do
+    if plan.cluster and now >= plan.next_poll then
+      plan.next_poll = now + plan.poll_s
+      local ok, err = pcall(flow.poll_purges, plugin, plan)
+      if not ok then
+        internal_error("purge poll", err)
+      end
+    end
+  end
+  poll.running = false
+end
+
+
+-- Starts the tick once init_worker() allowed it; raises when the timer
+-- cannot be created (a cluster config without it would never apply the
+-- fleet's purges).
+local function start_poll()
+  if poll.allowed and not poll.started then
+    local ok, err = ngx.timer.every(PURGE_TICK_S, poll_tick)
+    if not ok then
+      error("cannot start the purge poll timer: " .. tostring(err), 0)
+    end
+    poll.started = true
+  end
+end
+
+
 local function plan_for(plugin)
   local plan = plans[plugin]
   if not plan then
     plan = make_plan(plugin)
     plans[plugin] = plan
+    if plan.cluster then
+      start_poll()
+    end
   end
   return plan
 end
@@ -846,35 +889,19 @@ function _M.stats()
 end
 
 
--- Timer tick of the fleet's purge log: each config with a cluster tier
--- polls when its poll_ms is due (flow.poll_purges; one worker per node).
-local PURGE_TICK_S = 0.05
-local polling = false
-local function poll_tick(premature)
-  if premature or polling then
-    return
-  end
-  polling = true
-  local now = ngx.now()
-  for plugin, plan in pairs(plans) do
-    if plan.cluster and now >= plan.next_poll then
-      plan.next_poll = now + plan.poll_s
-      local ok, err = pcall(flow.poll_purges, plugin, plan)
-      if not ok then
-        internal_error("purge poll", err)
-      end
-    end
-  end
-  polling = false
-end
-
-
---- init_worker() -> true | nil, err: starts this worker's timer that
--- applies the fleet's purges (cluster tier). Context: init_worker.
+--- init_worker() -> true | nil, err: lets this worker run the timer that
+-- applies the fleet's purges, and starts it if a config compiled before
+-- (init) has a cluster tier; without one no timer runs. Context: init_worker.
 function _M.init_worker()
-  local ok, err = ngx.timer.every(PURGE_TICK_S, poll_tick)
-  if not ok then
-    return nil, "cannot start the purge poll timer: " .. tostring(err)
+  poll.allowed = true
+  for _, plan in pairs(plans) do
+    if plan.cluster then
+      local ok, err = pcall(start_poll)
+      if not ok then
+        return nil, err
+      end
+      break
+    end
   end
   return true
 end

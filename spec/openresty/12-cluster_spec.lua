@@ -23,6 +23,9 @@ local LOCATIONS = [[
                 local ok, err = require("auth_router.openresty").purge(ngx.req.get_body_data())
                 ngx.say(ok and "ok" or err)
             }
+        }
+        location = /__timers {
+            content_by_lua_block { ngx.say(ngx.timer.pending_count()) }
         }]]
 
 
@@ -108,6 +111,24 @@ describe("cluster tier: two nodes on one Redis", function()
       assert.equal(200, r.status, "request " .. i .. ": " .. tostring(r.err))
     end
     assert.equal(1, mocks:calls())
+  end)
+
+  it("the purge poll timer runs only on a node whose config has a cluster tier", function()
+    local plain = helpers.start({ mocks = mocks, workers = 2, locations = LOCATIONS })
+    -- timers pending in whichever worker answers, the least of a few reads
+    -- (a one-off timer may be pending for a moment)
+    local function timers(gw)
+      local least
+      for _ = 1, 6 do
+        local status, _, body = helpers.request("GET", gw.gw_url .. "/__timers")
+        assert.equal(200, status)
+        local n = assert(tonumber(body))
+        least = math.min(least or n, n)
+      end
+      return least
+    end
+    assert.equal(200, get(plain, "good-plain"))
+    assert.equal(timers(plain) + 1, timers(a))
   end)
 
   it("a node with another key_secret never reads the fleet's entries", function()
