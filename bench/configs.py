@@ -1,13 +1,16 @@
 """Writes the auth-router configs of bench/run.sh's variants (one JSON file
 each) and bench/kong.sh's plugin config.
 
-    python3 bench/configs.py OUT_DIR AUTH_PORT LEGACY_PORT EMAIL_PORT CALENDAR_PORT SINK_PORT
+    python3 bench/configs.py OUT_DIR AUTH_PORT LEGACY_PORT EMAIL_PORT CALENDAR_PORT SINK_PORT [REDIS_PORT]
+
+REDIS_PORT (bench/run.sh's redis-server) adds the `l3` config.
 """
 import json
 import sys
 
 out = sys.argv[1]
 auth, legacy, email, calendar, sink = map(int, sys.argv[2:7])
+redis = int(sys.argv[7]) if len(sys.argv) > 7 else None
 
 HEADERS = {
     "upstream_headers": [{"name": "x-account-id", "pointer": "/id"},
@@ -47,6 +50,13 @@ write("hit-routed", {**base(), "api_version": {"default": "v2"}, "routes": [
 ]})
 write("l2", {**base(cache_size=1), "routes": unmatched(20)})
 write("miss", {**base(), "routes": unmatched(20)})
+if redis:
+    # L1 of one entry and a shared dict of a few hundred entries (bench_l3,
+    # 64 KiB) that the variant's 2048 credentials cycle through: every request
+    # misses both and reads its verdict from Redis.
+    write("l3", {**base(cache_size=1, shared_dict="bench_l3"), "routes": unmatched(20),
+                 "cluster": {"enabled": True, "host": "127.0.0.1", "port": redis,
+                             "key_secret": "bench-fleet-key-secret"}})
 write("log", {**base(), "routes": unmatched(20), "log": {
     "enabled": True, "sink": "tcp", "host": "127.0.0.1", "port": sink,
     "request_body": True, "response_body": True, "redact_body_fields": ["password", "token"],

@@ -172,7 +172,8 @@ cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 
 # --- wrk ------------------------------------------------------------------------------
 WRK_LAST=""
-run_wrk() { # variant seconds url [VAR=value...] -> sets WRK_LAST, checks errors and non-2xx
+after_wrk() { :; }   # variant: run.sh overrides (where the next run of a variant starts)
+run_wrk() { # variant seconds url [VAR=value...] -> sets WRK_LAST, checks errors and non-2xx, after_wrk
   local v=$1 s=$2 url=$3 out rc=0
   shift 3
   # In the background so that a signal to this script is handled at once.
@@ -190,6 +191,7 @@ run_wrk() { # variant seconds url [VAR=value...] -> sets WRK_LAST, checks errors
   non2xx=$(echo "$WRK_LAST" | sed 's/.*non2xx=\([0-9]*\).*/\1/')
   [ "$errors" = 0 ] && [ "$non2xx" = 0 ] \
     || die "variant $v: $errors socket errors, $non2xx non-2xx answers: $WRK_LAST $(echo "$out" | grep BENCH_FIRST_NON2XX || echo '(BENCH_DEBUG=1 shows the first one)')"
+  after_wrk "$v"
 }
 
 # Interleaved measurement. The caller defines:

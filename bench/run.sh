@@ -18,6 +18,10 @@
 #               and hits the shared dict
 #   miss        `nostore-` tokens (Cache-Control: no-store), 1024 credentials:
 #               every request calls the mock auth service over keepalive
+#   l3          the cluster tier: L1 cache_size 1, a 64 KiB shared dict and
+#               2048 credentials whose verdicts are in Redis (a redis-server
+#               of this run, filled first): every request misses L1 and the
+#               shared dict and reads Redis over keepalive; compare with miss
 #   log1k       hit + log: POST 1 KiB JSON body, 1 KiB JSON response, both
 #               captured, `password` and `token` redacted, tcp sink
 #   log16k      the same with 16 KiB bodies
@@ -27,8 +31,11 @@
 # interleaved rounds. Metric: gateway worker CPU time (/proc/<pid>/schedstat)
 # per completed request. Checks: every answer 2xx; headers set and route
 # taken (the backend echoes them); per run, the plugin's counters
-# (l1_hits, l2_hits, misses, routed, log_sent) and the auth mock's and sink's
-# counts show every measured request was what the variant claims.
+# (l1_hits, l2_hits, l3_hits, misses, routed, log_sent) and the auth mock's
+# and sink's counts show every measured request was what the variant claims.
+# The cache-tier variants (l2, l3) start each wrk run on the credential after
+# the last one the previous run sent (BENCH_FIRST), so that no run begins on
+# a credential the previous one left in L1 or the shared dict.
 #
 # Environment (defaults), besides bench/lib.sh's BENCH_SECONDS (3),
 # BENCH_ROUNDS (4), BENCH_WARMUP_SECONDS (2), BENCH_CONNECTIONS (16),
@@ -39,7 +46,8 @@
 #   BENCH_OUT            where results.md and runs.csv go (.tmp/bench)
 #   BENCH_CALLGRIND      1: instructions per request under callgrind instead
 #                        of timed runs (see callgrind_measure)
-# Default total: 11 variants x (4 rounds x 3 s + 2 s) + checks, about 4 minutes.
+# Needs redis-server (Debian's package; scripts/install-deps.sh installs it).
+# Default total: 12 variants x (4 rounds x 3 s + 2 s) + checks, about 4 minutes.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,13 +56,14 @@ BENCH_TAG=bench
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
 
-ALL="nolua emptylua hit hit-1000 hit-routed l2 miss log1k log16k lua-hit lua-log1k"
+ALL="nolua emptylua hit hit-1000 hit-routed l2 miss l3 log1k log16k lua-hit lua-log1k"
 TREE=${AUTH_ROUTER_TREE:-}
 VARIANTS=${BENCH_VARIANTS:-$ALL}
 CREDS=${BENCH_CREDENTIALS:-8}
 OUT=${BENCH_OUT:-$ROOT/.tmp/bench}
 L2_CREDS=64
 MISS_CREDS=1024
+L3_CREDS=2048
 
 [ -n "$TREE" ] || die "AUTH_ROUTER_TREE must name a luarocks tree with the plugin (make bench sets it)"
 TREE=$(cd "$TREE" && pwd)
@@ -70,10 +79,24 @@ for v in $ALL; do PORT[$v]=$(free_port); done
 CONTROL_PORT=$(free_port)
 start_backend
 
+# --- redis-server: the l3 variant's cluster tier (pinned beside the backend) ---------
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
+  || die "redis-server and redis-cli are needed (Debian package redis-server; scripts/install-deps.sh)"
+REDIS_PORT=$(free_port)
+redis=(redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK")
+[ "$PIN" = 1 ] && redis=(taskset -c 1 "${redis[@]}")
+"${redis[@]}" >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do
+  [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
+  sleep 0.1
+done
+[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || die "redis-server does not answer: $(cat "$WORK/redis.log")"
+
 # --- configs ---------------------------------------------------------------------
 CONF_DIR=$WORK/conf
 mkdir -p "$CONF_DIR"
-python3 "$HERE/configs.py" "$CONF_DIR" "$AUTH_PORT" "$UPSTREAM_PORT" "$EMAIL_PORT" "$CALENDAR_PORT" "$SINK_PORT"
+python3 "$HERE/configs.py" "$CONF_DIR" "$AUTH_PORT" "$UPSTREAM_PORT" "$EMAIL_PORT" "$CALENDAR_PORT" "$SINK_PORT" "$REDIS_PORT"
 
 # --- gateway -----------------------------------------------------------------------
 GATEWAY=$WORK/gateway
@@ -83,7 +106,7 @@ render "$HERE/gateway.conf" "$GATEWAY/conf/nginx.conf" \
   auth_port="$AUTH_PORT" upstream_port="$UPSTREAM_PORT" sink_port="$SINK_PORT" \
   port_nolua="${PORT[nolua]}" port_emptylua="${PORT[emptylua]}" port_hit="${PORT[hit]}" \
   port_hit_1000="${PORT[hit-1000]}" port_hit_routed="${PORT[hit-routed]}" port_l2="${PORT[l2]}" \
-  port_miss="${PORT[miss]}" port_log1k="${PORT[log1k]}" port_log16k="${PORT[log16k]}" \
+  port_miss="${PORT[miss]}" port_l3="${PORT[l3]}" port_log1k="${PORT[log1k]}" port_log16k="${PORT[log16k]}" \
   port_lua_hit="${PORT[lua-hit]}" port_lua_log1k="${PORT[lua-log1k]}" port_control="$CONTROL_PORT"
 start_nginx "$GATEWAY"
 for v in $ALL; do wait_port "${PORT[$v]}"; done
@@ -100,10 +123,20 @@ variant_url() {
     *)               echo "http://127.0.0.1:${PORT[$1]}/send" ;;
   esac
 }
+# Where the next wrk run of a cache-tier variant starts: past every credential
+# the last run sent (completed + at most CONNS in flight when it stopped).
+declare -A FIRST=([l2]=1 [l3]=1)
+after_wrk() {
+  local v=$1 n req
+  case $v in l2) n=$L2_CREDS ;; l3) n=$L3_CREDS ;; *) return 0 ;; esac
+  req=$(echo "$WRK_LAST" | sed 's/.*requests=\([0-9]*\).*/\1/')
+  FIRST[$v]=$(( (FIRST[$v] - 1 + req + CONNS + 1) % n + 1 ))
+}
 variant_env() {
   case $1 in
-    l2)              echo "BENCH_CREDENTIALS=$L2_CREDS" ;;
+    l2)              echo "BENCH_CREDENTIALS=$L2_CREDS BENCH_FIRST=${FIRST[l2]}" ;;
     miss)            echo "BENCH_CREDENTIALS=$MISS_CREDS BENCH_TOKEN_PREFIX=nostore-u" ;;
+    l3)              echo "BENCH_CREDENTIALS=$L3_CREDS BENCH_FIRST=${FIRST[l3]}" ;;
     log1k|lua-log1k) echo "BENCH_CREDENTIALS=$CREDS BENCH_METHOD=POST BENCH_PATH=/log?size=1024 BENCH_BODY_BYTES=1024" ;;
     log16k)          echo "BENCH_CREDENTIALS=$CREDS BENCH_METHOD=POST BENCH_PATH=/log?size=16384 BENCH_BODY_BYTES=16384" ;;
     *)               echo "BENCH_CREDENTIALS=$CREDS" ;;
@@ -111,7 +144,7 @@ variant_env() {
 }
 
 # --- counters ----------------------------------------------------------------------------
-STATS_NAMES="requests l1_hits l2_hits misses auth_calls routed log_sent log_dropped log_failed log_queue_bytes peer_sent peer_pending peer_failed"
+STATS_NAMES="requests l1_hits l2_hits l3_hits redis_errors misses auth_calls routed log_sent log_dropped log_failed log_queue_bytes peer_sent peer_pending peer_failed"
 declare -A S0 S1 S
 read_stats() { # array-name: auth-router worker counters + peer counters + mock calls + sink records
   local -n into=$1
@@ -181,7 +214,10 @@ after_run() {
     miss)
       expect_range "$v" misses "$(delta misses)" "$req"
       expect_range "$v" "auth service calls" "$(delta mock_calls)" "$req"
-      expect_zero "$v" l1_hits l2_hits ;;
+      expect_zero "$v" l1_hits l2_hits l3_hits ;;
+    l3)
+      expect_range "$v" l3_hits "$(delta l3_hits)" "$req"
+      expect_zero "$v" l1_hits l2_hits misses mock_calls redis_errors ;;
     lua-hit|lua-log1k)
       expect_zero "$v" requests mock_calls ;;&
     lua-log1k)
@@ -189,14 +225,14 @@ after_run() {
       expect_range "$v" "sink records" "$(delta sink)" "$req"
       expect_zero "$v" peer_failed ;;
   esac
-  case $v in nolua|emptylua|hit|hit-1000|hit-routed|l2|miss|lua-hit) expect_zero "$v" sink ;; esac
+  case $v in nolua|emptylua|hit|hit-1000|hit-routed|l2|miss|l3|lua-hit) expect_zero "$v" sink ;; esac
 }
 
 check_variant() { # one request per credential with curl: 200, headers set, route taken
   local v=$1 k n headers status seen plan port url token=good-u body=()
   url=$(variant_url "$v")
   n=$CREDS
-  case $v in l2) n=$L2_CREDS ;; miss) n=3 token=nostore-u ;; esac
+  case $v in l2) n=$L2_CREDS ;; miss|l3) n=3 ;;& miss) token=nostore-u ;; esac
   is_log "$v" && body=(-H 'Content-Type: application/json' --data-binary "@$WORK/body.json")
   for k in $(seq "$n"); do
     headers=$(curl -s -D - -o /dev/null --max-time 5 -H "Authorization: Bearer $token$k" \
@@ -222,6 +258,21 @@ check_variant() { # one request per credential with curl: 200, headers set, rout
 
 luajit -e "io.write(dofile('$HERE/bodies.lua').json(1024))" >"$WORK/body.json"
 for v in $VARIANTS; do check_variant "$v"; done
+
+# The l3 variant's verdicts, into Redis through the variant itself (auth calls
+# on the first pass over the credentials); its checks then refuse any auth
+# call in a measured run.
+fill_l3() {
+  local i stored=0
+  for i in $(seq 30); do
+    # shellcheck disable=SC2046
+    run_wrk l3 1 "$(variant_url l3)" $(variant_env l3)
+    stored=$(redis-cli -p "$REDIS_PORT" --scan --pattern 'auth-router:v:*' | wc -l)
+    [ "$stored" -ge "$L3_CREDS" ] && { log "l3: $stored verdicts in Redis"; return 0; }
+  done
+  die "l3: only $stored of $L3_CREDS verdicts reached Redis"
+}
+case " $VARIANTS " in *" l3 "*) fill_l3 ;; esac
 
 # --- callgrind: instructions per request ------------------------------------------------
 # BENCH_CALLGRIND=1: instead of the timed runs, the same gateway runs again

@@ -3,6 +3,10 @@
 -- requests prebuilt once. Environment:
 --   BENCH_CREDENTIALS   N (8)
 --   BENCH_TOKEN_PREFIX  token prefix ("good-u"; "nostore-u": never cached)
+--   BENCH_FIRST         the credential k the run starts with (1); bench/run.sh
+--                       continues each cache-tier variant where its last run
+--                       stopped, so that a run never starts on a credential
+--                       the previous one left in a cache
 --   BENCH_METHOD        GET or POST (GET)
 --   BENCH_PATH          request path ("/send")
 --   BENCH_BODY_BYTES    > 0: a JSON body of that many bytes (bench/bodies.lua,
@@ -17,9 +21,10 @@ local METHOD = os.getenv("BENCH_METHOD") or "GET"
 local PATH   = os.getenv("BENCH_PATH") or "/send"
 local BODY_N = tonumber(os.getenv("BENCH_BODY_BYTES") or "0") or 0
 local APIKEY = os.getenv("BENCH_APIKEY") == "1"
+local FIRST  = tonumber(os.getenv("BENCH_FIRST") or "1") or 1
 
 local requests = {}
-local i = 0
+local i = (FIRST - 1) % N
 
 function init()
   local body

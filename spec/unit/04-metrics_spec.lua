@@ -104,7 +104,7 @@ describe("examples/grafana-dashboard.json", function()
       titles[#titles + 1] = p.title
     end
     titles = table.concat(titles, "|")
-    for _, want in ipairs({ "hit ratio", "Auth service calls", "latency", "verdict", "route", "Log" }) do
+    for _, want in ipairs({ "hit ratio", "Auth service calls", "latency", "verdict", "route", "Log", "Redis" }) do
       assert.is_truthy(titles:find(want, 1, true), "a panel about " .. want)
     end
   end)
