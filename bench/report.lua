@@ -5,7 +5,7 @@
 --       what it adds over BASELINE as the median and min - max of the paired
 --       differences (variant - baseline within each round), req/s and p99
 --   luajit bench/report.lua targets NGINX.csv KONG.csv|- CRITERION_DIR|- MEMORY.txt|-
---       the issue #11 targets, each met / not met, from the same run
+--       the issue #11 targets (and issue #10's l3 vs miss), each met / not met, from the same run
 --
 -- RUNS.csv: round,variant,requests,duration_us,cpu_ns,utime_ticks,stime_ticks,p50_us,p99_us
 
@@ -147,6 +147,14 @@ local l2 = diff(nginx, "l2", "emptylua")
 if l2 and hit then
   row("`l2` adds <= 2x what `hit` adds", string.format("%.2f / %.2f = %.2fx", l2, hit, l2 / hit),
       hit > 0 and l2 / hit <= 2)
+end
+local l3, l3lo, l3hi = diff(nginx, "l3", "miss")
+if l3 then
+  local miss = diff(nginx, "miss", "emptylua")
+  row("issue #10: an `l3` miss (Redis answers) costs the gateway less than a `miss` (auth call)",
+      string.format("%s against `miss`%s", fmt_diff(l3, l3lo, l3hi),
+                    miss and miss > 0 and string.format(" (%.2fx its cost over `emptylua`)",
+                                                        (miss + l3) / miss) or ""), l3 < 0)
 end
 
 local function criterion_median_ns(id)
