@@ -14,6 +14,9 @@
 #   kong-auth-router    auth-router, L1 hit: bench/configs.py's `hit` config
 #                       (20 non-matching routes, 2 upstream headers from the
 #                       account, 1 response header)
+#   kong-auth-router-1000  the same with 1000 non-matching routes (`hit-1000`):
+#                       Kong walks a plugin's whole config table per request
+#                       (kong.vault.update) unless the plugin released it
 # Every request carries both credentials (`Authorization: Bearer good-u<k>`
 # and `apikey: key-u<k>`), so all variants parse the same request.
 # Interleaved rounds, worker CPU per request from /proc/<pid>/schedstat, as
@@ -37,7 +40,7 @@ BENCH_TAG=kong-bench
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
 
-ALL="kong-none kong-key-auth kong-key-auth-full kong-auth-router"
+ALL="kong-none kong-key-auth kong-key-auth-full kong-auth-router kong-auth-router-1000"
 VARIANTS=${KONG_BENCH_VARIANTS:-$ALL}
 SHARED=${KONG_SHARED:-$ROOT/../shared/kong}
 KPREFIX=${KONG_BUILD_PREFIX:-/var/cache/kong-3.9.3}
@@ -65,9 +68,10 @@ log "installing the rock into $KPREFIX"
 CONF_DIR=$WORK/conf
 mkdir -p "$CONF_DIR"
 python3 "$HERE/configs.py" "$CONF_DIR" "$AUTH_PORT" "$UPSTREAM_PORT" "$UPSTREAM_PORT" "$UPSTREAM_PORT" "$SINK_PORT"
-python3 - "$CONF_DIR/hit.json" "$UPSTREAM_PORT" "$CREDS" >"$WORK/kong.yml" <<'PYEOF'
+python3 - "$CONF_DIR/hit.json" "$CONF_DIR/hit-1000.json" "$UPSTREAM_PORT" "$CREDS" >"$WORK/kong.yml" <<'PYEOF'
 import json, sys
-hit, upstream, creds = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
+hit, hit1000 = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+upstream, creds = int(sys.argv[3]), int(sys.argv[4])
 def route(name, plugins):
     return {"name": name, "paths": [f"/{name}"], "strip_path": False, "plugins": plugins}
 key_auth = {"name": "key-auth", "config": {"key_names": ["apikey"]}}
@@ -87,6 +91,7 @@ conf = {
                 {"name": "response-transformer", "config": {"add": {"headers": ["x-account-plan:pro"]}}},
             ]),
             route("kong-auth-router", [{"name": "auth-router", "config": hit}]),
+            route("kong-auth-router-1000", [{"name": "auth-router", "config": hit1000}]),
         ],
     }],
     "consumers": [{"username": f"u{k}", "keyauth_credentials": [{"key": f"key-u{k}"}]}
@@ -135,13 +140,13 @@ check_variant() {
     seen=$(echo "$headers" | awk -F': ' 'tolower($1)=="x-seen-account-id"{print $2}')
     plan=$(echo "$headers" | awk -F': ' 'tolower($1)=="x-account-plan"{print $2}')
     case $v in
-      kong-auth-router)
+      kong-auth-router|kong-auth-router-1000)
         [ "$seen" = "u$k" ] && [ "$plan" = pro ] || die "variant $v: upstream saw x-account-id '$seen', x-account-plan '$plan'" ;;
       kong-key-auth-full)
         [[ "$seen" == *kong-full* ]] && [ "$plan" = pro ] || die "variant $v: upstream saw x-account-id '$seen', x-account-plan '$plan'" ;;
     esac
   done
-  case $v in kong-key-auth|kong-key-auth-full|kong-auth-router)
+  case $v in kong-key-auth|kong-key-auth-full|kong-auth-router|kong-auth-router-1000)
     status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$(variant_url "$v")")
     [ "$status" = 401 ] || die "variant $v: no credential answered $status, expected 401" ;;
   esac

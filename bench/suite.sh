@@ -7,7 +7,7 @@
 # 1. bench/run.sh    plain nginx: nolua, emptylua, hit, hit-1000, hit-routed,
 #                    l2, miss, l3, log1k, log16k, lua-hit, lua-log1k
 # 2. bench/kong.sh   real Kong 3.9.3 (when ../shared/kong/ensure.sh exists):
-#                    kong-none, kong-key-auth, kong-key-auth-full, kong-auth-router
+#                    kong-none, kong-key-auth, kong-key-auth-full, kong-auth-router(-1000)
 # 3. bench/micro.sh  criterion: L1 lookup at 1k/100k/1M entries, routing at
 #                    10/100/1000 routes, log record + redaction at 1/64 KiB
 #                    (+ the Lua-cjson peer); bytes per L1 entry at 1M entries;

@@ -167,13 +167,14 @@ end
 -- not), so a consumer change shows within that time with a database, and at
 -- once in DB-less mode, where a new config empties the cache. With no match,
 -- the `anonymous` consumer (id or username, as key-auth's `anonymous`).
+-- `settings`: the config's fields (plugin_config.plugin_for).
 -- Returns consumer | nil (deny) | nil, err.
-local function consumer_for(conf, value)
-  local mapping = conf.consumer
+local function consumer_for(settings, value)
+  local mapping = settings.consumer
   local consumer, err
   if value then
     local key = "auth-router:consumer:" .. mapping.by .. ":" .. value
-    local ttl = conf.auth.ttl_s
+    local ttl = settings.auth.ttl_s
     consumer, err = kong.cache:get(key, { ttl = ttl, neg_ttl = ttl }, select_consumer,
                                    mapping.by, value)
     if err then
@@ -216,9 +217,10 @@ end
 
 
 function AuthRouterHandler:access(conf)
-  local plugin, err = plugin_for(conf)
+  -- `conf` keeps only Kong's own fields once compiled: read ours from `settings`
+  local plugin, settings = plugin_for(conf)
   if not plugin then
-    kong.log.err(err)
+    kong.log.err(settings)
     return kong.response.exit(INTERNAL_ERROR_STATUS, { message = INTERNAL_ERROR_MESSAGE })
   end
 
@@ -237,9 +239,9 @@ function AuthRouterHandler:access(conf)
   shared.consumer_value = nil
   shared.route = route and route.name
   kong.ctx.shared.auth_router = shared
-  local mapping = conf.consumer
+  local mapping = settings.consumer
   if mapping and mapping.by ~= null and mapping.by ~= nil then
-    local consumer, cerr = consumer_for(conf, consumer_value)
+    local consumer, cerr = consumer_for(settings, consumer_value)
     if cerr then
       kong.log.err(cerr)
       refuse()
