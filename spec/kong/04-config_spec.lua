@@ -179,3 +179,71 @@ describe(PLUGIN_NAME .. ": (config through the Admin API) [#" .. strategy .. "]"
     end)
   end)
 end)
+
+
+-- Kong walks every collected plugin's config table on every request
+-- (kong.vault.update, pairs into each nested table): once compiled, the
+-- plugin takes its fields out of Kong's table, keeping `cluster` (its
+-- vault-referenceable secrets are rewritten there by Kong's rotation).
+describe(PLUGIN_NAME .. ": (Kong's config table once compiled)", function()
+  local plugin_config = require("kong.plugins." .. PLUGIN_NAME .. ".plugin_config")
+  local schema        = require("kong.plugins." .. PLUGIN_NAME .. ".schema")
+
+  -- The config as Kong hands it to the handler: through Kong's schema.
+  local function processed(config)
+    local entity, err = helpers.validate_plugin_config_schema(config, schema)
+    assert.is_nil(err)
+    return entity.config
+  end
+
+  -- Tables reachable from `t`: what kong.vault.update walks.
+  local function tables(t)
+    local n = 1
+    for _, v in pairs(t) do
+      if type(v) == "table" then
+        n = n + tables(v)
+      end
+    end
+    return n
+  end
+
+  it("keeps only cluster and the scalar fields in Kong's table", function()
+    local routes = {}
+    for i = 1, 20 do
+      routes[i] = { name = "r" .. i, paths = { "/r" .. i .. "/" }, target = "127.0.0.1:" .. (10000 + i) }
+    end
+    local conf = processed({
+      auth = { url = "http://auth.test/v1/me" },
+      routes = routes,
+      upstream_headers = { { name = "x-account-id", pointer = "/id" } },
+      route_header = "x-route",
+    })
+    assert.is_true(tables(conf) > 60, "a 20-route config is " .. tables(conf) .. " tables")
+
+    local plugin, settings = plugin_config.plugin_for(conf)
+    assert.truthy(plugin, settings)
+    for _, name in ipairs({ "auth", "api_version", "routes", "upstream_headers",
+                            "response_headers", "log", "consumer" }) do
+      assert.is_nil(conf[name], name .. " is still in Kong's table")
+      assert.is_table(settings[name], name .. " is not in the settings")
+    end
+    assert.equal(20, #settings.routes)
+    assert.is_table(conf.cluster)
+    assert.equal("x-route", conf.route_header)
+    assert.equal(2, tables(conf))   -- conf and conf.cluster
+
+    -- later phases and requests get the same compiled plugin from it
+    local again, settings_again = plugin_config.plugin_for(conf)
+    assert.equal(plugin, again)
+    assert.equal(settings, settings_again)
+  end)
+
+  it("leaves a config that does not compile as it is", function()
+    local conf = { auth = { url = "not a url" }, routes = {} }
+    local plugin, err = plugin_config.plugin_for(conf)
+    assert.is_nil(plugin)
+    assert.matches("auth.url", err, 1, true)
+    assert.is_table(conf.auth)
+    assert.is_table(conf.routes)
+  end)
+end)
