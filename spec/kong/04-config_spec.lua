@@ -238,6 +238,29 @@ describe(PLUGIN_NAME .. ": (Kong's config table once compiled)", function()
     assert.equal(settings, settings_again)
   end)
 
+  it("compiles again when Kong's vault rotation changes a cluster secret", function()
+    local conf = processed({
+      auth = { url = "http://auth.test/v1/me" },
+      cluster = { enabled = true, host = "127.0.0.1", password = "first-password",
+                  key_secret = "first-key-secret-0123456789" },
+    })
+    local plugin = assert(plugin_config.plugin_for(conf))
+    assert.equal(plugin, (plugin_config.plugin_for(conf)))
+    -- what kong.vault.update does when a referenced secret was rotated
+    conf.cluster.password = "second-password"
+    local rotated, settings = plugin_config.plugin_for(conf)
+    assert.truthy(rotated, settings)
+    assert.not_equal(plugin, rotated)
+    assert.equal("second-password", rotated:config().cluster.password)
+    assert.equal("second-password", settings.cluster.password)
+    assert.is_nil(conf.auth)
+    assert.equal(rotated, (plugin_config.plugin_for(conf)))
+    conf.cluster.key_secret = "second-key-secret-0123456789"
+    local again = assert(plugin_config.plugin_for(conf))
+    assert.not_equal(rotated, again)
+    assert.equal("second-key-secret-0123456789", again:config().cluster.key_secret)
+  end)
+
   it("leaves a config that does not compile as it is", function()
     local conf = { auth = { url = "not a url" }, routes = {} }
     local plugin, err = plugin_config.plugin_for(conf)

@@ -29,13 +29,48 @@ end
 -- tables when the configuration changes, and the old ones (with their
 -- compiled state, cached by the core on the copy) go with the GC.
 local own_config = setmetatable({}, { __mode = "k" })
--- Kong's config tables whose compiled fields have left them (see plugin_for).
-local released = setmetatable({}, { __mode = "k" })
+-- Kong's config table -> the vault-referenceable values it was compiled
+-- with, once its compiled fields have left it (see plugin_for).
+local compiled_secrets = setmetatable({}, { __mode = "k" })
 
 
 -- Fields left in Kong's table once compiled: `cluster` holds the
 -- vault-referenceable secrets, which Kong's rotation rewrites in place.
 local KEEP_IN_KONG = { cluster = true }
+-- Those secrets (schema.lua: referenceable = true).
+local SECRETS = { "username", "password", "key_secret" }
+
+
+local function copy_fields(from)
+  local own = {}
+  for i = 1, #CONFIG_FIELDS do
+    local name = CONFIG_FIELDS[i]
+    own[name] = from[name]
+  end
+  return own
+end
+
+
+local function secrets_of(cluster)
+  local values = {}
+  for i = 1, #SECRETS do
+    values[i] = cluster[SECRETS[i]]
+  end
+  return values
+end
+
+
+-- Whether Kong rotated a secret of `cluster` since `values` were taken
+-- (kong.vault.update writes the new value into the table it walks, which
+-- is ours too: `own.cluster` is Kong's table).
+local function rotated(cluster, values)
+  for i = 1, #SECRETS do
+    if cluster[SECRETS[i]] ~= values[i] then
+      return true
+    end
+  end
+  return false
+end
 
 
 local _M = {}
@@ -49,28 +84,33 @@ local _M = {}
 -- every request (kong.vault.update, from kong/runloop/plugins_iterator.lua's
 -- get_next_and_collect), pairs() into each nested table: a config with 20
 -- routes cost ~5 us per request there, one with 1000 routes ~417 us.
+-- `cluster` stays, and a secret Kong's vault rotation changed in it
+-- compiles the config again (new Redis credentials, or keys from a new
+-- key_secret).
 function _M.plugin_for(conf)
   local own = own_config[conf]
+  local secrets = compiled_secrets[conf]
   if not own then
-    own = {}
-    for i = 1, #CONFIG_FIELDS do
-      local name = CONFIG_FIELDS[i]
-      own[name] = conf[name]
-    end
+    own = copy_fields(conf)
     own_config[conf] = own
+  elseif secrets and type(own.cluster) == "table" and own.cluster.enabled == true
+         and rotated(own.cluster, secrets) then
+    own = copy_fields(own)   -- a new table: the core compiles it afresh
+    own_config[conf] = own
+    secrets = nil
   end
   local plugin, err = core.plugin_for(own)
   if not plugin then
     return nil, err
   end
-  if not released[conf] then
+  if not secrets then
     for i = 1, #CONFIG_FIELDS do
       local name = CONFIG_FIELDS[i]
       if not KEEP_IN_KONG[name] and type(conf[name]) == "table" then
         conf[name] = nil
       end
     end
-    released[conf] = true
+    compiled_secrets[conf] = type(own.cluster) == "table" and secrets_of(own.cluster) or {}
   end
   return plugin, own
 end
