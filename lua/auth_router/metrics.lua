@@ -8,10 +8,16 @@
 -- scrape. The per-request path makes no dict call and builds no table for
 -- this: it only increments native counters.
 --
--- The dict is the config's `auth.shared_dict` (default "auth_router"). A
--- scrape flushes its own worker first; other workers' counts are at most
--- FLUSH_INTERVAL_S old. Without a dict, render() reports this worker only
--- and says so in a `# ` comment line.
+-- The dict is `auth_router_metrics` when nginx has one (recommended: the
+-- cache dict is LRU, and a full one evicts whatever was used least, metrics
+-- keys included), else the config's `auth.shared_dict` (default
+-- "auth_router"). Counters survive an eviction as a counter reset (the next
+-- flush adds its delta to a fresh key; Prometheus's rate() and increase()
+-- read it as a restart); each worker checks its route registrations every
+-- flush and registers again what was evicted. A scrape flushes its own
+-- worker first; other workers' counts are at most FLUSH_INTERVAL_S old.
+-- Without a dict, render() reports this worker only and says so in a `# `
+-- comment line.
 --
 -- The text itself is rendered natively (src/metrics.rs: the names, labels
 -- and HELP lines sit next to the counters, and a unit test keeps them in step).
@@ -28,6 +34,7 @@ local setmetatable = setmetatable
 
 local FLUSH_INTERVAL_S = 1
 local DEFAULT_DICT     = "auth_router"
+local METRICS_DICT     = "auth_router_metrics"
 local PREFIX           = "auth-router:m:"
 local COUNTER_PREFIX   = PREFIX .. "c:"     -- .. stats name: node-wide sum
 local GAUGE_PREFIX     = PREFIX .. "g:"     -- .. stats name .. ":" .. worker id
@@ -48,7 +55,7 @@ local _M = {
 -- the garbage collector takes at most one interval of decisions with it).
 local flushed        = {}
 local flushed_routes = setmetatable({}, { __mode = "k" })
-local registered     = {}   -- route names this worker has registered in the dict
+local registered     = {}   -- route name -> its index in the dict's route list
 local started        = false
 local flush_failed_logged = false
 
@@ -63,13 +70,17 @@ end
 
 
 --- dict_name() -> name of the dict the metrics go through, or nil
--- `names`: the `auth.shared_dict` of the configs in force (default: those
--- of this worker's compiled configs). The one of them that exists
--- ("auth_router" first when several do, else the first by name); nil when
--- none does. With no config at all (a Kong worker that has not compiled
--- one yet), "auth_router" if that dict exists. Every worker and the Admin
--- API pick by the same rule.
+-- "auth_router_metrics" when that dict exists. Else, `names`: the
+-- `auth.shared_dict` of the configs in force (default: those of this
+-- worker's compiled configs). The one of them that exists ("auth_router"
+-- first when several do, else the first by name); nil when none does. With
+-- no config at all (a Kong worker that has not compiled one yet),
+-- "auth_router" if that dict exists. Every worker and the Admin API pick by
+-- the same rule.
 function _M.dict_name(names)
+  if ngx.shared[METRICS_DICT] then
+    return METRICS_DICT
+  end
   if not names then
     names = {}
     for _, plan in require("auth_router").plans() do
@@ -90,13 +101,15 @@ function _M.dict_name(names)
 end
 
 
+-- The route list in the dict: ROUTE_COUNT names, ROUTE_NAME .. i each, and
+-- ROUTE_KNOWN .. name -> i for each name listed.
 local function register_route(dict, name)
   if registered[name] then
     return true
   end
   -- Claim the name first: of several workers registering it at once, one
   -- appends it to the list.
-  local ok, err = dict:add(ROUTE_KNOWN .. name, true)
+  local ok, err = dict:add(ROUTE_KNOWN .. name, 0)
   if ok then
     local n
     n, err = dict:incr(ROUTE_COUNT, 1, 0)
@@ -105,7 +118,11 @@ local function register_route(dict, name)
       return nil, err
     end
     ok, err = dict:set(ROUTE_NAME .. n, name)
+    if ok then
+      ok, err = dict:set(ROUTE_KNOWN .. name, n)
+    end
     if not ok then
+      dict:delete(ROUTE_KNOWN .. name)
       return nil, err
     end
   elseif err ~= "exists" then
@@ -116,12 +133,30 @@ local function register_route(dict, name)
 end
 
 
+-- A dict that evicts (the cache dict, when full) may have dropped part of
+-- the route list: a name whose entries no longer agree is registered again
+-- on this flush. Nothing is lost but the counts already evicted.
+local function check_registrations(dict)
+  for name in pairs(registered) do
+    local i = dict:get(ROUTE_KNOWN .. name)
+    -- 0: another worker is between its claim and its append
+    if type(i) ~= "number" or (i ~= 0 and dict:get(ROUTE_NAME .. i) ~= name) then
+      if i ~= nil then
+        dict:delete(ROUTE_KNOWN .. name)
+      end
+      registered[name] = nil
+    end
+  end
+end
+
+
 --- flush(dict) -> true | nil, err
 -- Adds this worker's counts since its last flush to the dict and sets its
 -- gauges. Context: any where ngx.shared works (timers, request phases).
 function _M.flush(dict)
   local wid = worker_id()
   local err
+  check_registrations(dict)
   for name, value in pairs(native.stats()) do
     if GAUGES[name] then
       local ok, serr = dict:set(GAUGE_PREFIX .. name .. ":" .. wid, value)
@@ -149,16 +184,18 @@ function _M.flush(dict)
     for i, pair in ipairs(plugin:route_counts()) do
       local name, value = pair[1], pair[2]
       local delta = value - (seen[i] or 0)
-      if delta ~= 0 then
-        local ok, rerr = register_route(dict, name)
-        if ok then
-          ok, rerr = dict:incr(ROUTE_PREFIX .. name, delta, 0)
-        end
+      local ok, rerr = true, nil
+      if value > 0 then   -- listed once it has decisions, again if evicted
+        ok, rerr = register_route(dict, name)
+      end
+      if ok and delta ~= 0 then
+        ok, rerr = dict:incr(ROUTE_PREFIX .. name, delta, 0)
         if ok then
           seen[i] = value
-        else
-          err = rerr
         end
+      end
+      if not ok then
+        err = rerr
       end
     end
   end

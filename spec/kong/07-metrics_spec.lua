@@ -34,7 +34,12 @@ describe(PLUGIN_NAME .. ": (metrics API) [#" .. strategy .. "]", function()
       },
     }
     status_port = mocks.free_ports(1)[1]
-    assert(mocks.start_kong({ status_listen = "127.0.0.1:" .. status_port }))
+    -- the metrics in their own dict, as docs/kong.md shows: Kong injects
+    -- the property's value after `lua_shared_dict`, so a second one fits
+    assert(mocks.start_kong({
+      status_listen = "127.0.0.1:" .. status_port,
+      nginx_http_lua_shared_dict = "auth_router 4m; lua_shared_dict auth_router_metrics 1m",
+    }))
   end)
 
   lazy_teardown(function()
@@ -112,7 +117,7 @@ describe(PLUGIN_NAME .. ": (metrics API) [#" .. strategy .. "]", function()
     assert.equal(4, v("auth_router_cache_lookups_total", { tier = "l2", result = "miss" }))
     assert.equal(0, v("auth_router_live_slots"))
     assert.equal(0, v("auth_router_internal_errors_total"))
-    assert.is_truthy(metrics.comments[1]:match("node%-wide %(workers: 2, shared dict 'auth_router'"),
+    assert.is_truthy(metrics.comments[1]:match("node%-wide %(workers: 2, shared dict 'auth_router_metrics'"),
                      metrics.comments[1])
   end)
 

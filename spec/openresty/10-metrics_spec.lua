@@ -215,6 +215,82 @@ describe("metrics()", function()
   end)
 
 
+  -- The cache dict is LRU: full, it evicts what was used least, which is
+  -- where the route list sits once registered. A gateway with a 64 KiB
+  -- cache dict (a few hundred verdicts) gets 1500 credentials.
+  describe("a full cache dict (2 workers)", function()
+    local mocks, small, dedicated
+    local SMALL_DICT = "lua_shared_dict ar_small 64k;"
+
+    local function gateway(http)
+      return helpers.start({
+        mocks = mocks,
+        workers = WORKERS,
+        listen_options = "reuseport",
+        http = http,
+        config = helpers.config(mocks, {
+          auth = { shared_dict = "ar_small" },
+          routes = { { name = "email", paths = { "/send" }, target = mocks.targets.email } },
+        }),
+      })
+    end
+
+    lazy_setup(function()
+      mocks = helpers.start_mocks()
+      small = gateway(SMALL_DICT)
+      dedicated = gateway(SMALL_DICT .. " lua_shared_dict auth_router_metrics 1m;")
+    end)
+
+    lazy_teardown(function()
+      helpers.stop_all()
+    end)
+
+    -- 3 routed requests, their flush, 1500 new credentials (not routed),
+    -- then 2 routed requests more; returns the scrape once those show.
+    local function storm(gw, wanted)
+      local tag = tostring(math.random(1e9))
+      local function send(path, token)
+        assert.equal(200, (helpers.request("GET", gw.gw_url .. path,
+                                           { Authorization = "Bearer " .. token })))
+      end
+      for _ = 1, 3 do
+        send("/send", "good-full-" .. tag)
+      end
+      scrape_until(gw, function(m)
+        return value(m, "auth_router_routed_total", { route = "email" }) == 3
+      end)
+      local list = {}
+      for i = 1, 1500 do
+        list[i] = { url = gw.gw_url .. "/other", headers = { Authorization = "Bearer good-fill" .. i .. "-" .. tag } }
+      end
+      for i, r in ipairs(helpers.request_many(list, 8)) do
+        assert.equal(200, r.status, "request " .. i .. ": " .. tostring(r.err))
+      end
+      send("/send", "good-full-" .. tag)
+      send("/send", "good-full-" .. tag)
+      return scrape_until(gw, function(m)
+        return (value(m, "auth_router_routed_total", { route = "email" }) or 0) >= wanted
+      end)
+    end
+
+    it("keeps listing a route after its registration was evicted", function()
+      local m, text = storm(small, 2)
+      local routed = value(m, "auth_router_routed_total", { route = "email" })
+      assert.is_number(routed, text)
+      assert.is_true(routed >= 2 and routed <= 5, "routed " .. tostring(routed))
+      assert.is_truthy(m.comments[1]:match("shared dict 'ar_small'"), m.comments[1])
+    end)
+
+    it("counts exactly in lua_shared_dict auth_router_metrics", function()
+      local m = storm(dedicated, 5)
+      assert.is_truthy(m.comments[1]:match("shared dict 'auth_router_metrics'"), m.comments[1])
+      assert.equal(5, value(m, "auth_router_routed_total", { route = "email" }))
+      assert.equal(1505, value(m, "auth_router_requests_total"))
+      helpers.assert_clean_log(dedicated:error_log())
+    end)
+  end)
+
+
   describe("without the shared dict (1 worker)", function()
     local mocks, gw
 
