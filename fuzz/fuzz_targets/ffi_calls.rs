@@ -1,7 +1,8 @@
 //! Fuzzes the per-request C ABI (`src/ffi`) the way Lua drives it, with
 //! arbitrary bytes everywhere the plugin passes request data: method, URI,
-//! `$uri`, the header list (names and values), body chunks, statuses, and
-//! arbitrary handles (stale, invented, non-integer, infinite).
+//! `$uri`, the header list (names and values), body chunks, statuses,
+//! shared-dict values, and arbitrary handles (stale, invented, non-integer,
+//! infinite).
 //!
 //! Two compiled configs (one logging request and response bodies), with a
 //! cached credential (`Bearer hit`) so that hits, routes and header lists
@@ -20,6 +21,7 @@ use auth_router_native::ffi::finish::{ar_finish, ar_identity, ar_release};
 use auth_router_native::ffi::headers::{ar_header, ar_header_count};
 use auth_router_native::ffi::response::{ar_body_chunk, ar_refuse, ar_response};
 use auth_router_native::ffi::route::{ar_route, NO_ROUTE};
+use auth_router_native::ffi::shared::{ar_load_shared, ar_pending_key};
 use auth_router_native::ffi::{ar_live_slots, ArStr, ERR_ARG, ERR_PANIC, ERR_STALE};
 use auth_router_native::http1::Response;
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
@@ -194,7 +196,7 @@ fn one_request(u: &mut Unstructured<'_>, p: &Rc<Plugin>) -> ArbResult<()> {
     for _ in 0..u.int_in_range(0..=8)? {
         let (h, is_own) = some_handle(u, own)?;
         let live = is_own && !freed;
-        let rc = match u.int_in_range(0..=8)? {
+        let rc = match u.int_in_range(0..=10)? {
             0 => check(
                 ar_header_count(h, u.int_in_range(0..=2)?),
                 "ar_header_count",
@@ -229,6 +231,36 @@ fn one_request(u: &mut Unstructured<'_>, p: &Rc<Plugin>) -> ArbResult<()> {
             }
             5 => check(unsafe { ar_identity(h, value.as_mut_ptr()) }, "ar_identity"),
             6 => check(ar_refuse(h), "ar_refuse"),
+            9 => {
+                let rc = check(
+                    unsafe { ar_pending_key(h, value.as_mut_ptr()) },
+                    "ar_pending_key",
+                );
+                if rc == 0 {
+                    let key = unsafe { std::slice::from_raw_parts(value[0].ptr, value[0].len) };
+                    assert!(
+                        key.len() == 32 && key.iter().all(u8::is_ascii_hexdigit),
+                        "key {key:?}"
+                    );
+                }
+                rc
+            }
+            10 => {
+                let entry: Vec<u8> = u.arbitrary()?;
+                let rc = check(
+                    unsafe {
+                        ar_load_shared(
+                            h,
+                            entry.as_ptr(),
+                            entry.len(),
+                            f64::from(u.int_in_range(0..=1000u32)?),
+                        )
+                    },
+                    "ar_load_shared",
+                );
+                assert!(rc < 0 || (1..=3).contains(&rc), "ar_load_shared step {rc}");
+                rc
+            }
             7 => {
                 let rc = check(ar_finish(h), "ar_finish");
                 if live && rc == 0 {

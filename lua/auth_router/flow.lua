@@ -302,12 +302,15 @@ local function from_cluster(plan, exchange, key)
 end
 
 
---- fetch(plan, exchange) -> step
+--- fetch(plan, exchange [, key]) -> step
 -- A miss in this worker's L1: L2, then single flight across workers (dict
--- lock) or within the worker, then the auth call. Yields.
-function _M.fetch(plan, exchange)
+-- lock) or within the worker, then the auth call. `key`: the pending key,
+-- when the caller already read L2 for it and found nothing fresh (init.lua
+-- does, through the C ABI). Yields.
+function _M.fetch(plan, exchange, key)
   local dict = plan.dict
-  local key = exchange:pending_key()
+  local l2_read = key ~= nil
+  key = key or exchange:pending_key()
   if not dict then
     if inflight[key] then
       return wait_for_flight(plan, exchange, function() return inflight[key] end)
@@ -321,11 +324,14 @@ function _M.fetch(plan, exchange)
     return step
   end
 
-  local value = dict:get(key)
-  if value then
-    local step = exchange:load_shared(value, ngx.now())
-    if step ~= "miss" then
-      return step
+  local value
+  if not l2_read then
+    value = dict:get(key)
+    if value then
+      local step = exchange:load_shared(value, ngx.now())
+      if step ~= "miss" then
+        return step
+      end
     end
   end
 

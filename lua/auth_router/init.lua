@@ -530,12 +530,39 @@ local function begin(plugin, plan)
 end
 
 
+-- The shared-dict step of an L1 miss through the C ABI (no mlua call, no
+-- exchange view): the pending key, the dict's value under it, L1 filled
+-- from a fresh entry. Returns the key and the step (MISS: go on to fetch).
+local function shared_step(plan, handle)
+  local rc = C.ar_pending_key(handle, str_out)
+  if rc < 0 then
+    error(native.last_error(rc), 0)
+  end
+  local key = ffi_string(str_out[0].ptr, str_out[0].len)
+  local value = plan.dict:get(key)
+  if type(value) ~= "string" then -- absent, or not ours: a miss
+    return key, MISS
+  end
+  rc = C.ar_load_shared(handle, value, #value, ngx.now())
+  if rc < 0 then
+    error(native.last_error(rc), 0)
+  end
+  return key, rc
+end
+
+
 -- access, second part: the auth call on a miss (yields), then the
 -- verdict applied. Returns status, body, headers to end the request, or
 -- nil, route, path to let it through.
 local function decide(plan, handle, step, upstream, route_index, route_path, repeated)
   if step == MISS then
-    step = STEP_CODES[flow.fetch(plan, native.exchange(handle))]
+    local key
+    if plan.dict then
+      key, step = shared_step(plan, handle)
+    end
+    if step == MISS then
+      step = STEP_CODES[flow.fetch(plan, native.exchange(handle), key)]
+    end
     if step == ALLOW then
       upstream = C.ar_header_count(handle, UPSTREAM)
       if plan.routed then

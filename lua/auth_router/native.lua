@@ -29,6 +29,8 @@ int ar_access(const void *plugin, const char *method, size_t method_len,
               const char *uri, size_t uri_len, const char *path, size_t path_len,
               double start_ms, double now, const void *headers, uint32_t n,
               ar_access_out *out);
+int ar_pending_key(double handle, ar_str *key);
+int ar_load_shared(double handle, const char *value, size_t len, double now); /* -> step */
 int ar_header_count(double handle, uint32_t which);
 int ar_header(double handle, uint32_t which, uint32_t i, ar_str *value); /* -> rule index */
 int ar_route(double handle, const char *path, size_t path_len, ar_str *path_out);

@@ -12,12 +12,17 @@ pub struct CacheKey([u8; 16]);
 impl CacheKey {
     /// The key as 32 lowercase hex characters (the shared dict key).
     pub fn hex(&self) -> String {
-        let mut s = String::with_capacity(32);
-        for b in self.0 {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0x0f)]));
+        self.hex_bytes().iter().map(|&b| char::from(b)).collect()
+    }
+
+    /// [`CacheKey::hex`] without allocating.
+    pub fn hex_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 0x0f)];
         }
-        s
+        out
     }
 }
 

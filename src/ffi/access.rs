@@ -9,8 +9,8 @@ use std::borrow::Cow;
 use std::ffi::{c_int, c_void};
 use std::rc::Rc;
 
-/// Step codes returned by [`ar_access`].
-fn step_code(step: Step) -> i32 {
+/// Step codes returned by [`ar_access`] (and [`ar_load_shared`](super::shared::ar_load_shared)).
+pub(super) fn step_code(step: Step) -> i32 {
     match step {
         Step::NoCredential => 0,
         Step::Allow => 1,

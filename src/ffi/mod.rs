@@ -18,8 +18,8 @@
 //!   its message, and never unwinds into nginx.
 //!
 //! One file per concern, in the order of a request's phases: [`access`]
-//! (`ar_access`), [`headers`] (the account's headers), [`route`] (routing
-//! after a miss), [`response`] (header and body filters), [`finish`] (the
+//! (`ar_access`), [`shared`] (the shared-dict step of a miss), [`headers`]
+//! (the account's headers), [`route`] (routing after a miss), [`response`] (header and body filters), [`finish`] (the
 //! log phase); this file holds the shared conventions' code and the
 //! worker-level exports, [`slots`] the table of live requests.
 
@@ -28,6 +28,7 @@ pub mod finish;
 pub mod headers;
 pub mod response;
 pub mod route;
+pub mod shared;
 pub mod slots;
 
 use slots::SlotError;

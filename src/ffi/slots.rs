@@ -30,6 +30,9 @@ pub struct Live {
     pub plugin: Rc<Plugin>,
     /// The request's native state.
     pub ex: Exchange,
+    /// The pending key in hex, as [`ar_pending_key`](super::shared::ar_pending_key)
+    /// hands it out (the slot owns what Lua points to).
+    pub key_hex: [u8; 32],
     started: f64,
 }
 
@@ -89,6 +92,7 @@ impl Slots {
         slot.live = Some(Live {
             plugin,
             ex,
+            key_hex: [0; 32],
             started: now,
         });
         self.live += 1;
