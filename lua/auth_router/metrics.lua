@@ -55,7 +55,7 @@ local _M = {
 -- the garbage collector takes at most one interval of decisions with it).
 local flushed        = {}
 local flushed_routes = setmetatable({}, { __mode = "k" })
-local registered     = {}   -- route name -> its index in the dict's route list
+local registered     = {}   -- route names this worker registered (checked every flush)
 local started        = false
 local flush_failed_logged = false
 
