@@ -16,8 +16,10 @@
 
 use auth_router_native::auth::flow::{Plugin, Step};
 use auth_router_native::config::compile;
-use auth_router_native::ffi::access::{ar_access, ArAccess, NgxHeader, NgxStr, STEP_REPEATED};
-use auth_router_native::ffi::finish::{ar_finish, ar_identity, ar_release};
+use auth_router_native::ffi::access::{
+    ar_access, ar_request_body, ArAccess, NgxHeader, NgxStr, STEP_REPEATED,
+};
+use auth_router_native::ffi::finish::{ar_finish, ar_identity, ar_log, ar_release, ArLogIn};
 use auth_router_native::ffi::headers::{ar_header, ar_header_count};
 use auth_router_native::ffi::response::{ar_body_chunk, ar_refuse, ar_response};
 use auth_router_native::ffi::route::{ar_route, NO_ROUTE};
@@ -80,6 +82,11 @@ fn plugin(logged: bool) -> Rc<Plugin> {
 thread_local! {
     static PLUGINS: [Rc<Plugin>; 2] = [plugin(false), plugin(true)];
 }
+
+const NULL_STR: ArStr = ArStr {
+    ptr: std::ptr::null(),
+    len: 0,
+};
 
 fn ngx(s: &[u8]) -> NgxStr {
     NgxStr {
@@ -196,7 +203,7 @@ fn one_request(u: &mut Unstructured<'_>, p: &Rc<Plugin>) -> ArbResult<()> {
     for _ in 0..u.int_in_range(0..=8)? {
         let (h, is_own) = some_handle(u, own)?;
         let live = is_own && !freed;
-        let rc = match u.int_in_range(0..=10)? {
+        let rc = match u.int_in_range(0..=12)? {
             0 => check(
                 ar_header_count(h, u.int_in_range(0..=2)?),
                 "ar_header_count",
@@ -259,6 +266,47 @@ fn one_request(u: &mut Unstructured<'_>, p: &Rc<Plugin>) -> ArbResult<()> {
                     "ar_load_shared",
                 );
                 assert!(rc < 0 || (1..=3).contains(&rc), "ar_load_shared step {rc}");
+                rc
+            }
+            11 => {
+                let body: Vec<u8> = u.arbitrary()?;
+                let size = f64::from(u.arbitrary::<u32>()?) - 1000.0;
+                check(
+                    unsafe { ar_request_body(h, body.as_ptr(), body.len(), size) },
+                    "ar_request_body",
+                )
+            }
+            12 => {
+                // the log phase: arbitrary variables (NULL or bytes) and the
+                // request's own header list as both lists
+                let vars: Vec<Option<Vec<u8>>> = (0..9)
+                    .map(|_| u.arbitrary())
+                    .collect::<ArbResult<_>>()?;
+                let v = |i: usize| vars[i].as_deref().map_or(NULL_STR, |b| ArStr {
+                    ptr: b.as_ptr(),
+                    len: b.len(),
+                });
+                let input = ArLogIn {
+                    now_ms: f64::from(u.arbitrary::<u32>()?),
+                    client_ip: v(0),
+                    request_id: v(1),
+                    request_length: v(2),
+                    bytes_sent: v(3),
+                    upstream_addr: v(4),
+                    upstream_status: v(5),
+                    upstream_response_time: v(6),
+                    default_target: v(7),
+                    default_upstream: v(8),
+                    request_headers: headers.as_ptr(),
+                    request_header_count: headers.len() as u32,
+                    response_headers: headers.as_ptr(),
+                    response_header_count: u.int_in_range(0..=headers.len() as u32)?,
+                };
+                let rc = check(unsafe { ar_log(h, &input) }, "ar_log");
+                if live {
+                    // ar_log frees the slot whatever the record's fate
+                    freed = true;
+                }
                 rc
             }
             7 => {

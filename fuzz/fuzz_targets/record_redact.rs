@@ -272,8 +272,8 @@ fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
         request_id: request_id.as_deref(),
         method: &method,
         uri: &uri,
-        request_headers: req_headers.clone(),
-        response_headers: resp_headers.clone(),
+        request_headers: owned(&req_headers),
+        response_headers: owned(&resp_headers),
         request_size: u.arbitrary()?,
         response_size: u.arbitrary()?,
         proxy_ms: u.arbitrary()?,
@@ -336,3 +336,7 @@ fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
 fuzz_target!(|data: &[u8]| {
     let _ = run(&mut Unstructured::new(data));
 });
+
+fn owned(h: &[(String, String)]) -> Vec<auth_router_native::log::recorder::Header<'_>> {
+    h.iter().map(|(n, v)| (n.as_str().into(), v.as_str().into())).collect()
+}

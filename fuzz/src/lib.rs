@@ -130,8 +130,8 @@ fn check_usable(c: &Config) {
             request_headers: auth
                 .credential_headers
                 .iter()
-                .map(|h| (h.as_str().to_string(), "Bearer secret".to_string()))
-                .chain([("x-plain".to_string(), "Bearer secret".to_string())])
+                .map(|h| (h.as_str().into(), "Bearer secret".into()))
+                .chain([("x-plain".into(), "Bearer secret".into())])
                 .collect(),
             ..LogMeta::default()
         };

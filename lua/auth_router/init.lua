@@ -349,7 +349,9 @@ end
 local C_ngx = ffi.C
 local get_request, errmsg, header_truncated
 local header_buf, header_cap = nil, 0
-local var_value, var_len, var_lowcase
+local resp_buf, resp_cap = nil, 0
+local var_value, var_len, var_lowcase, var_lowcase_cap
+local log_in
 local FFI_OK, FFI_DECLINED = 0, -5
 -- set_resp_header has another entry point on macOS (resty.core.response).
 local DIRECT_RESP_HEADERS = jit.os ~= "OSX"
@@ -362,7 +364,9 @@ local function load_ngx_ffi()
   errmsg = ffi.new("char *[1]")
   header_truncated = ffi.new("int[1]")
   var_value, var_len = ffi.new("char *[1]"), ffi.new("size_t[1]")
-  var_lowcase = ffi.new("char[32]") -- var_get lowercases the name into it
+  var_lowcase_cap = 64 -- var_get lowercases the name into it
+  var_lowcase = ffi.new("char[?]", var_lowcase_cap)
+  log_in = ffi.new("ar_log_in")
 end
 
 
@@ -442,6 +446,10 @@ end
 -- An nginx variable's value as pointer + length into the request's memory
 -- (no Lua string), valid until the next call: nil, 0 when not found.
 local function variable(r, name)
+  if #name > var_lowcase_cap then
+    var_lowcase_cap = #name
+    var_lowcase = ffi.new("char[?]", var_lowcase_cap)
+  end
   local rc = C_ngx.ngx_http_lua_ffi_var_get(r, name, #name, var_lowcase, 0, var_value, var_len, errmsg)
   if rc ~= FFI_OK then
     return nil, 0
@@ -454,7 +462,7 @@ end
 -- max_body_bytes read back from the temp file nginx spilled it to.
 -- Only authenticated requests get here: an anonymous client cannot make the
 -- gateway read its body early.
-local function capture_request_body(log_plan, exchange)
+local function capture_request_body(log_plan, handle)
   ngx.req.read_body()
   local data = ngx.req.get_body_data()
   local size = tonumber(ngx.var.content_length)
@@ -472,7 +480,10 @@ local function capture_request_body(log_plan, exchange)
     size = size or f:seek("end")
     f:close()
   end
-  exchange:request_body(data, size or #data)
+  local rc = C.ar_request_body(handle, data, #data, size or #data)
+  if rc < 0 then
+    error(native.last_error(rc), 0)
+  end
 end
 
 
@@ -580,7 +591,7 @@ local function decide(plan, handle, step, upstream, route_index, route_path, rep
   if step == ALLOW then
     local req = ngx.req
     if plan.log and plan.log.request_body then
-      capture_request_body(plan.log, native.exchange(handle))
+      capture_request_body(plan.log, handle)
     end
     set_headers(handle, UPSTREAM, upstream, plan.upstream_names)
     for i = 1, #plan.hide do
@@ -823,26 +834,72 @@ function _M.body_filter(plugin, state)
 end
 
 
-local function finish_logged(handle, plan, destination)
-  local var = ngx.var
-  -- upstream_response_time: "0.012" or "0.010, 0.004" after retries
-  local proxy_s = tonumber((var.upstream_response_time or ""):match("[%d.]+$") or "")
-  -- "127.0.0.1:8080", or "a, b" after retries; unset when not proxied
-  local upstream_addr = var.upstream_addr
-  local upstream_status, target, upstream
-  if upstream_addr == "" then
-    upstream_addr = nil
-  elseif upstream_addr then
-    upstream_status = var.upstream_status
-    -- the record uses it only when no route matched
-    if destination then
-      target, upstream = destination()
+-- The response header table (ngx.resp.get_headers: name -> value, or a
+-- list of values) as a per-worker array in nginx's header layout, pointing
+-- into the table's strings: `headers` must stay referenced until ar_log
+-- returns. Returns the array and its length.
+local function response_headers(headers)
+  local n = 0
+  for name, value in pairs(headers) do
+    local many = type(value) == "table"
+    local count = many and #value or 1
+    if n + count > resp_cap then
+      local cap = math.max(32, resp_cap * 2, n + count)
+      local buf = ffi.new("ngx_http_lua_ffi_table_elt_t[?]", cap)
+      if n > 0 then
+        ffi.copy(buf, resp_buf, n * ffi.sizeof("ngx_http_lua_ffi_table_elt_t"))
+      end
+      resp_buf, resp_cap = buf, cap
+    end
+    for j = 1, count do
+      local v = many and value[j] or value
+      local elt = resp_buf[n]
+      elt.key.data, elt.key.len = name, #name
+      elt.value.data, elt.value.len = v, #v
+      n = n + 1
     end
   end
-  native.exchange(handle):finish_logged(ngx.now() * 1000, var.remote_addr,
-                    var[plan.log.request_id_var], ngx.req.get_headers(), ngx.resp.get_headers(),
-                    tonumber(var.request_length) or 0, tonumber(var.bytes_sent) or 0,
-                    proxy_s and proxy_s * 1000 or nil, upstream_addr, upstream_status, target, upstream)
+  return resp_buf, n
+end
+
+
+-- Points field `f` of log_in at nginx variable `name` (NULL when unset).
+local function log_var(r, f, name)
+  local field = log_in[f]
+  field.ptr, field.len = variable(r, name)
+end
+
+
+-- The record's inputs, read where nginx holds them (variables and the
+-- request's header list: no Lua string each), then ar_log.
+local function finish_logged(handle, plan, destination)
+  local r = get_request()
+  local input = log_in
+  input.now_ms = ngx.now() * 1000
+  log_var(r, "client_ip", "remote_addr")
+  log_var(r, "request_id", plan.log.request_id_var)
+  log_var(r, "request_length", "request_length")
+  log_var(r, "bytes_sent", "bytes_sent")
+  log_var(r, "upstream_addr", "upstream_addr")
+  log_var(r, "upstream_status", "upstream_status")
+  log_var(r, "upstream_response_time", "upstream_response_time")
+  -- where the host sent a proxied request: the record uses it only when no
+  -- route matched
+  local target, upstream
+  if destination and input.upstream_addr.len > 0 then
+    target, upstream = destination()
+  end
+  input.default_target.ptr, input.default_target.len = target, target and #target or 0
+  input.default_upstream.ptr, input.default_upstream.len = upstream, upstream and #upstream or 0
+  input.request_headers, input.request_header_count = request_headers(r)
+  local resp = ngx.resp.get_headers(0, true)
+  input.response_headers, input.response_header_count = response_headers(resp)
+  local rc = C.ar_log(handle, input)
+  input.default_target.ptr, input.default_upstream.ptr = nil, nil
+  input.response_headers = nil
+  -- returned, so that the strings log_in pointed at stay referenced (and
+  -- out of the collector's reach) until ar_log is done with them
+  return rc, resp, target, upstream
 end
 
 
@@ -858,16 +915,16 @@ function _M.log(plugin, state, destination)
   local handle = state
   local plan = plugin and plans[plugin]
   if plan and plan.log then
-    local ok, err = pcall(finish_logged, handle, plan, destination)
-    if ok then
+    if not get_request then
+      load_ngx_ffi()
+    end
+    local ok, rc = pcall(finish_logged, handle, plan, destination)
+    if ok and rc >= 0 then
       sink.queued(plugin, plan.sink)
-    else
-      internal_error("log", err)
+      return
     end
-    local rc = C.ar_release(handle)
-    if rc < 0 then
-      internal_error("log", native.last_error(rc))
-    end
+    internal_error("log", ok and native.last_error(rc) or rc)
+    C.ar_release(handle) -- ar_log frees the slot unless it failed early
     return
   end
   local rc = C.ar_finish(handle)

@@ -37,7 +37,25 @@ int ar_route(double handle, const char *path, size_t path_len, ar_str *path_out)
 int ar_response(double handle, int status);
 int ar_refuse(double handle);
 int ar_body_chunk(double handle, const char *chunk, size_t len);
+int ar_request_body(double handle, const char *data, size_t len, double size);
+typedef struct {
+  double  now_ms;
+  ar_str  client_ip;              /* $remote_addr */
+  ar_str  request_id;             /* the request id header's value */
+  ar_str  request_length;         /* $request_length */
+  ar_str  bytes_sent;             /* $bytes_sent */
+  ar_str  upstream_addr;          /* $upstream_addr: NULL or empty if not proxied */
+  ar_str  upstream_status;        /* $upstream_status */
+  ar_str  upstream_response_time; /* $upstream_response_time */
+  ar_str  default_target;         /* where a request no route matched went */
+  ar_str  default_upstream;       /* or its Kong Upstream */
+  const void *request_headers;    /* ngx_http_lua_ffi_table_elt_t[] */
+  uint32_t request_header_count;
+  const void *response_headers;   /* the same layout */
+  uint32_t response_header_count;
+} ar_log_in;
 int ar_identity(double handle, ar_str *id);
+int ar_log(double handle, const ar_log_in *in);
 int ar_finish(double handle);
 int ar_release(double handle);
 int ar_live_slots(void);

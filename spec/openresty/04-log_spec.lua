@@ -1102,16 +1102,18 @@ describe("auth_router.openresty log shipping (" .. WORKERS .. " workers, real co
 
   ----------------------------------------------------------------------
   describe("tcp sink, collector down, small queue", function()
-    local QUEUE_MAX = 16384
+    local QUEUE_MAX = 24576
     local gw, c, mark
 
     lazy_setup(function()
       c = collector.start()
       c:down()                              -- down from the start
-      -- Batches of 2 records (a few KiB each here): the batch in flight, which
-      -- is never dropped, leaves room for a new record. With batches of 4 it
-      -- could fill the bound alone, and then the queue rightly dropped the
-      -- newest record (it cannot fit) instead of an older one (a flaky case).
+      -- Batches of 2 records (~3.2 KiB each here): the batch in flight, which
+      -- is never dropped, and the batch holding the newest record leave room
+      -- for one more. With batches of 4, or a 16 KiB bound (5 records), they
+      -- could fill the bound, and then the queue rightly dropped the newest
+      -- record (it cannot fit) instead of an older one (a flaky case: 1 run
+      -- in 4 with 16 KiB).
       gw = start_pair("queue", { queue_max_bytes = QUEUE_MAX, batch_max_entries = 2, retry_max_s = 30 },
                       { collector = c })
     end)

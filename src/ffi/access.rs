@@ -36,7 +36,7 @@ pub struct NgxStr {
 impl NgxStr {
     /// # Safety
     /// `data` must point to `len` bytes readable for the call (or len <= 0).
-    unsafe fn bytes<'a>(self) -> &'a [u8] {
+    pub(super) unsafe fn bytes<'a>(self) -> &'a [u8] {
         match usize::try_from(self.len) {
             Ok(len) if len > 0 && !self.data.is_null() => {
                 std::slice::from_raw_parts(self.data, len)
@@ -175,5 +175,30 @@ pub unsafe extern "C" fn ar_access(
             }
             Err(e) => slot_error(e),
         }
+    })
+}
+
+/// The request body of an allowed request whose body is logged: `data`
+/// (what nginx holds, or what Lua read back of a spilled body) and the
+/// body's full size in bytes; the capture keeps at most `max_body_bytes`.
+///
+/// # Safety
+/// `data` must point to `len` readable bytes (or be NULL with `len` 0).
+#[no_mangle]
+pub unsafe extern "C" fn ar_request_body(
+    handle: f64,
+    data: *const u8,
+    len: usize,
+    size: f64,
+) -> i32 {
+    guard(|| {
+        let data = input(data, len).unwrap_or(&[]);
+        slots::with(|s| match s.get(handle) {
+            Ok(live) => {
+                live.ex.request_body(data, size.max(0.0) as u64);
+                0
+            }
+            Err(e) => slot_error(e),
+        })
     })
 }

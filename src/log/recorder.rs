@@ -30,10 +30,11 @@ pub struct LogMeta<'a> {
     pub method: &'a str,
     /// The request URI as the client sent it.
     pub uri: &'a str,
-    /// Request headers, names lowercase, repeated names repeated.
-    pub request_headers: Vec<(String, String)>,
+    /// Request headers, names lowercase, repeated names repeated, in
+    /// nginx's order.
+    pub request_headers: Vec<Header<'a>>,
     /// Response headers, likewise.
-    pub response_headers: Vec<(String, String)>,
+    pub response_headers: Vec<Header<'a>>,
     /// Request size in bytes (request line, headers, body).
     pub request_size: u64,
     /// Bytes sent to the client.
@@ -52,6 +53,10 @@ pub struct LogMeta<'a> {
     /// The config's routes (the exchange names the matched one by index).
     pub routes: &'a [Route],
 }
+
+/// A header as the record gets it: (lowercase name, value), borrowed from
+/// the host where they are UTF-8 already.
+pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// The log pipeline of one compiled config, per worker.
 #[derive(Debug)]
@@ -107,16 +112,16 @@ impl Recorder {
         (new(self.cfg.request_body), new(self.cfg.response_body))
     }
 
-    fn redact_header_list<'a>(&self, headers: &'a [(String, String)]) -> Vec<(&'a str, &'a str)> {
+    fn redact_header_list<'a>(&self, headers: &'a [Header<'_>]) -> Vec<(&'a str, &'a str)> {
         headers
             .iter()
             .map(|(n, v)| {
-                let v = if self.redact_headers.contains(n.as_str()) {
+                let v = if self.redact_headers.contains(n.as_ref()) {
                     MASK
                 } else {
-                    v.as_str()
+                    v.as_ref()
                 };
-                (n.as_str(), v)
+                (n.as_ref(), v)
             })
             .collect()
     }
@@ -145,10 +150,10 @@ impl Recorder {
 
     /// Serializes the record of `ex` and queues it.
     pub fn record(&self, ex: &Exchange, meta: &LogMeta<'_>) -> Result<(), RecordError> {
-        fn content_type(h: &[(String, String)]) -> Option<&str> {
+        fn content_type<'h>(h: &'h [Header<'_>]) -> Option<&'h str> {
             h.iter()
                 .find(|(n, _)| n == "content-type")
-                .map(|(_, v)| v.as_str())
+                .map(|(_, v)| v.as_ref())
         }
         let req_body: TextBody<'_> = ex.request_capture().and_then(|c| {
             self.body_text(c, content_type(&meta.request_headers))

@@ -1,13 +1,11 @@
 //! `Ctx`: a view of one live request's slot (`native.exchange(handle)`) for
-//! the calls that stay on mlua: the miss path (L2, the auth call), denials
-//! and the logged finish.
+//! the calls that stay on mlua: the miss path (the auth call) and denials.
 
 use super::parser::Parser;
 use crate::auth::flow::Step;
 use crate::auth::AuthError;
 use crate::exchange::Exchange;
 use crate::ffi::slots::{self, Live};
-use crate::log::recorder::LogMeta;
 use crate::stats;
 use mlua::prelude::*;
 use mlua::{UserData, UserDataMethods};
@@ -23,26 +21,10 @@ fn step_name(step: Step) -> &'static str {
 }
 
 /// A view of one live request's slot (crate::ffi::slots), for the calls
-/// that stay on mlua (the miss path, denials, the logged finish). The
+/// that stay on mlua (the miss path, denials). The
 /// per-request hot path goes through crate::ffi instead.
 #[derive(Debug)]
 pub(super) struct Ctx(pub(super) f64);
-
-/// `x:finish_logged`'s arguments, in order (see the method).
-type FinishLoggedArgs = (
-    f64,
-    LuaString,
-    Option<LuaString>,
-    LuaTable,
-    LuaTable,
-    f64,
-    f64,
-    Option<f64>,
-    Option<LuaString>,
-    Option<LuaString>,
-    Option<LuaString>,
-    Option<LuaString>,
-);
 
 /// Runs `f` on the live request a handle names.
 fn with_live<T>(handle: f64, f: impl FnOnce(&mut Live) -> LuaResult<T>) -> LuaResult<T> {
@@ -182,97 +164,5 @@ impl UserData for Ctx {
                     .and_then(|a| a.consumer.as_deref().map(str::to_owned)))
             })
         });
-        // x:request_body(data, size): the captured request body and its full size
-        methods.add_method("request_body", |_, this, (data, size): (LuaString, f64)| {
-            with_live(this.0, |live| {
-                live.ex.request_body(&data.as_bytes(), size.max(0.0) as u64);
-                Ok(())
-            })
-        });
-        // x:finish_logged(now_ms, client_ip, request_id, req_headers, resp_headers,
-        //                 request_size, response_size, proxy_ms, upstream_addr,
-        //                 upstream_status, default_target, default_upstream):
-        // closes the exchange and queues its record (the slot is released
-        // by the caller). upstream_addr/status: nginx's variables, nil when
-        // not proxied; default_*: where the host sent a request no route
-        // matched, if it knows.
-        methods.add_method(
-            "finish_logged",
-            |_,
-             this,
-             (
-                now_ms,
-                client_ip,
-                request_id,
-                req_h,
-                resp_h,
-                req_size,
-                resp_size,
-                proxy_ms,
-                upstream_addr,
-                upstream_status,
-                default_target,
-                default_upstream,
-            ): FinishLoggedArgs| {
-                let request_headers = header_list(req_h)?;
-                let response_headers = header_list(resp_h)?;
-                with_live(this.0, |live| {
-                    live.ex.finish();
-                    let Some(rec) = &live.plugin.recorder else {
-                        return Ok(());
-                    };
-                    // Lossy: a client can put any byte in its request id header.
-                    let client_ip = client_ip.to_string_lossy();
-                    let request_id = request_id.as_ref().map(LuaString::to_string_lossy);
-                    let text = |s: &Option<LuaString>| s.as_ref().map(LuaString::to_string_lossy);
-                    let (upstream_addr, upstream_status) =
-                        (text(&upstream_addr), text(&upstream_status));
-                    let (default_target, default_upstream) =
-                        (text(&default_target), text(&default_upstream));
-                    let meta = LogMeta {
-                        now_ms: now_ms.max(0.0) as u64,
-                        client_ip: &client_ip,
-                        request_id: request_id.as_deref(),
-                        method: live.ex.method(),
-                        uri: live.ex.uri(),
-                        request_headers,
-                        response_headers,
-                        request_size: req_size.max(0.0) as u64,
-                        response_size: resp_size.max(0.0) as u64,
-                        proxy_ms,
-                        upstream_addr: upstream_addr.as_deref(),
-                        upstream_status: upstream_status.as_deref(),
-                        default_target: default_target.as_deref(),
-                        default_upstream: default_upstream.as_deref(),
-                        routes: &live.plugin.config.routes,
-                    };
-                    if let Err(e) = rec.record(&live.ex, &meta) {
-                        stats::LOG_FAILED.incr();
-                        return Err(LuaError::external(e));
-                    }
-                    Ok(())
-                })
-            },
-        );
     }
-}
-
-/// A Lua header table (`ngx.req.get_headers()`: name -> value, or an
-/// array of values for a repeated header) as lowercase (name, value) pairs.
-fn header_list(t: LuaTable) -> LuaResult<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for pair in t.pairs::<LuaString, LuaValue>() {
-        let (name, value) = pair?;
-        let name = name.to_string_lossy().to_ascii_lowercase();
-        match value {
-            LuaValue::String(v) => out.push((name, v.to_string_lossy())),
-            LuaValue::Table(vs) => {
-                for v in vs.sequence_values::<LuaString>() {
-                    out.push((name.clone(), v?.to_string_lossy()));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
 }
