@@ -143,6 +143,21 @@ if log1k and lpeer then
   row("`log1k` adds <= 0.5x what `lua-log1k` adds",
       string.format("%.2f / %.2f = %.2fx", log1k, lpeer, log1k / lpeer), lpeer > 0 and log1k / lpeer <= 0.5)
 end
+-- The same two targets over `emptylua-log1k` (the emptylua server sent the
+-- same POSTs): what the plugin adds, without what nginx itself spends
+-- reading, proxying and sending the 1 KiB bodies, which `emptylua` (a GET
+-- with no body) does not pay.
+local body_floor = diff(nginx, "emptylua-log1k", "emptylua")
+local lb, lblo, lbhi = diff(nginx, "log1k", "emptylua-log1k")
+local pb = diff(nginx, "lua-log1k", "emptylua-log1k")
+if lb and body_floor then
+  row(string.format("`log1k` adds <= 10 us over `emptylua-log1k` (the same requests, no plugin; "
+                    .. "itself %+.2f us over `emptylua`)", body_floor), fmt_diff(lb, lblo, lbhi), lb <= 10)
+end
+if lb and pb then
+  row("`log1k` adds <= 0.5x what `lua-log1k` adds, both over `emptylua-log1k`",
+      string.format("%.2f / %.2f = %.2fx", lb, pb, lb / pb), pb > 0 and lb / pb <= 0.5)
+end
 local l2 = diff(nginx, "l2", "emptylua")
 if l2 and hit then
   row("`l2` adds <= 2x what `hit` adds", string.format("%.2f / %.2f = %.2fx", l2, hit, l2 / hit),

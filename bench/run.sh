@@ -9,6 +9,9 @@
 # measured) and a log sink (bench/sink.py). Variants:
 #   nolua       plain proxy, no Lua
 #   emptylua    four empty Lua phase handlers: the baseline of every "adds"
+#   emptylua-log1k  the emptylua server sent log1k's requests (POST 1 KiB,
+#               1 KiB answer): what nginx itself spends on those bodies,
+#               the second baseline of the log variants
 #   hit         auth-router, L1 hit, 20 non-matching routes, 2 upstream
 #               headers, 1 response header, no log
 #   hit-1000    the same with 1000 non-matching routes
@@ -56,7 +59,7 @@ BENCH_TAG=bench
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
 
-ALL="nolua emptylua hit hit-1000 hit-routed l2 miss l3 log1k log16k lua-hit lua-log1k"
+ALL="nolua emptylua emptylua-log1k hit hit-1000 hit-routed l2 miss l3 log1k log16k lua-hit lua-log1k"
 TREE=${AUTH_ROUTER_TREE:-}
 VARIANTS=${BENCH_VARIANTS:-$ALL}
 CREDS=${BENCH_CREDENTIALS:-8}
@@ -76,6 +79,7 @@ bench_settings
 
 declare -A PORT
 for v in $ALL; do PORT[$v]=$(free_port); done
+PORT[emptylua-log1k]=${PORT[emptylua]}   # the same server, other requests
 CONTROL_PORT=$(free_port)
 start_backend
 
@@ -118,7 +122,7 @@ log "gateway worker pid $GW_WORKER, backend worker pid $BE_WORKER, pinning $PIN"
 # --- what each variant sends -----------------------------------------------------------
 variant_url() {
   case $1 in
-    log1k|lua-log1k) echo "http://127.0.0.1:${PORT[$1]}/log?size=1024" ;;
+    log1k|lua-log1k|emptylua-log1k) echo "http://127.0.0.1:${PORT[$1]}/log?size=1024" ;;
     log16k)          echo "http://127.0.0.1:${PORT[$1]}/log?size=16384" ;;
     *)               echo "http://127.0.0.1:${PORT[$1]}/send" ;;
   esac
@@ -137,7 +141,7 @@ variant_env() {
     l2)              echo "BENCH_CREDENTIALS=$L2_CREDS BENCH_FIRST=${FIRST[l2]}" ;;
     miss)            echo "BENCH_CREDENTIALS=$MISS_CREDS BENCH_TOKEN_PREFIX=nostore-u" ;;
     l3)              echo "BENCH_CREDENTIALS=$L3_CREDS BENCH_FIRST=${FIRST[l3]}" ;;
-    log1k|lua-log1k) echo "BENCH_CREDENTIALS=$CREDS BENCH_METHOD=POST BENCH_PATH=/log?size=1024 BENCH_BODY_BYTES=1024" ;;
+    log1k|lua-log1k|emptylua-log1k) echo "BENCH_CREDENTIALS=$CREDS BENCH_METHOD=POST BENCH_PATH=/log?size=1024 BENCH_BODY_BYTES=1024" ;;
     log16k)          echo "BENCH_CREDENTIALS=$CREDS BENCH_METHOD=POST BENCH_PATH=/log?size=16384 BENCH_BODY_BYTES=16384" ;;
     *)               echo "BENCH_CREDENTIALS=$CREDS" ;;
   esac
@@ -173,6 +177,7 @@ expect_zero() { # variant name...
 
 before_run() { read_stats S0; MEASURING=1; }
 is_log() { case $1 in log1k|log16k|lua-log1k) return 0 ;; esac; return 1; }
+posts() { is_log "$1" || [ "$1" = emptylua-log1k ]; }   # sends a JSON request body
 settle() { # log variants: wait, inside the CPU window, until the run's records are shipped
   local v=$1 i req sent=log_sent last=-1
   is_log "$v" || return 0
@@ -197,7 +202,7 @@ after_run() {
   read_stats S1
   MEASURING=0
   case $v in
-    nolua|emptylua)
+    nolua|emptylua|emptylua-log1k)
       expect_zero "$v" requests mock_calls sink peer_sent ;;
     hit|hit-1000|log1k|log16k|hit-routed)
       expect_range "$v" l1_hits "$(delta l1_hits)" "$req"
@@ -225,7 +230,7 @@ after_run() {
       expect_range "$v" "sink records" "$(delta sink)" "$req"
       expect_zero "$v" peer_failed ;;
   esac
-  case $v in nolua|emptylua|hit|hit-1000|hit-routed|l2|miss|l3|lua-hit) expect_zero "$v" sink ;; esac
+  case $v in nolua|emptylua|emptylua-log1k|hit|hit-1000|hit-routed|l2|miss|l3|lua-hit) expect_zero "$v" sink ;; esac
 }
 
 check_variant() { # one request per credential with curl: 200, headers set, route taken
@@ -233,7 +238,7 @@ check_variant() { # one request per credential with curl: 200, headers set, rout
   url=$(variant_url "$v")
   n=$CREDS
   case $v in l2) n=$L2_CREDS ;; miss|l3) n=3 ;;& miss) token=nostore-u ;; esac
-  is_log "$v" && body=(-H 'Content-Type: application/json' --data-binary "@$WORK/body.json")
+  posts "$v" && body=(-H 'Content-Type: application/json' --data-binary "@$WORK/body.json")
   for k in $(seq "$n"); do
     headers=$(curl -s -D - -o /dev/null --max-time 5 -H "Authorization: Bearer $token$k" \
               -H "X-Account-Id: spoofed" ${body[@]+"${body[@]}"} "$url" | tr -d '\r')
@@ -243,7 +248,7 @@ check_variant() { # one request per credential with curl: 200, headers set, rout
     plan=$(echo "$headers" | awk -F': ' 'tolower($1)=="x-account-plan"{print $2}')
     port=$(echo "$headers" | awk -F': ' 'tolower($1)=="x-upstream-port"{print $2}')
     case $v in
-      nolua|emptylua) ;;
+      nolua|emptylua|emptylua-log1k) ;;
       *)
         [ "$seen" = "u$k" ] || die "variant $v: upstream saw x-account-id '$seen', expected u$k"
         [ "$plan" = pro ] || die "variant $v: x-account-plan '$plan', expected pro" ;;

@@ -4,7 +4,7 @@
 #   make bench                                  # fresh tree (.tree), then this
 #   AUTH_ROUTER_TREE=.tree bash bench/suite.sh
 #
-# 1. bench/run.sh    plain nginx: nolua, emptylua, hit, hit-1000, hit-routed,
+# 1. bench/run.sh    plain nginx: nolua, emptylua, emptylua-log1k, hit, hit-1000, hit-routed,
 #                    l2, miss, l3, log1k, log16k, lua-hit, lua-log1k
 # 2. bench/kong.sh   real Kong 3.9.3 (when ../shared/kong/ensure.sh exists):
 #                    kong-none, kong-key-auth, kong-key-auth-full, kong-auth-router(-1000)
