@@ -2,7 +2,7 @@
 //! header list, looks it up in L1 and, on a hit, routes it.
 
 use super::slots;
-use super::{fail, guard, input, slot_error, ArStr, ERR_ARG};
+use super::{fail, guard, input, slot_error, with_live, ArStr, ERR_ARG};
 use crate::auth::flow::{Plugin, SpoofMask, Step};
 use crate::{fault, stats};
 use std::borrow::Cow;
@@ -193,12 +193,9 @@ pub unsafe extern "C" fn ar_request_body(
 ) -> i32 {
     guard(|| {
         let data = input(data, len).unwrap_or(&[]);
-        slots::with(|s| match s.get(handle) {
-            Ok(live) => {
-                live.ex.request_body(data, size.max(0.0) as u64);
-                0
-            }
-            Err(e) => slot_error(e),
+        with_live(handle, |live| {
+            live.ex.request_body(data, size.max(0.0) as u64);
+            0
         })
     })
 }

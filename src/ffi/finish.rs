@@ -3,7 +3,7 @@
 
 use super::access::NgxHeader;
 use super::slots::{self, Live};
-use super::{fail, guard, slot_error, ArStr, ERR_ARG};
+use super::{fail, guard, slot_error, with_live, ArStr, ERR_ARG};
 use crate::exchange::CacheStatus;
 use crate::log::recorder::{Header, LogMeta};
 use crate::stats;
@@ -20,21 +20,18 @@ pub unsafe extern "C" fn ar_identity(handle: f64, id: *mut ArStr) -> i32 {
         if id.is_null() {
             return fail(ERR_ARG, "ar_identity: NULL out");
         }
-        slots::with(|s| match s.get(handle) {
-            Ok(live) => {
-                *id = live
-                    .ex
-                    .account()
-                    .map_or(ArStr::NULL, |a| ArStr::of(a.id.as_bytes()));
-                match live.ex.cache_status() {
-                    CacheStatus::None => 0,
-                    CacheStatus::Hit => 1,
-                    CacheStatus::Miss => 2,
-                    CacheStatus::Stale => 3,
-                    CacheStatus::Negative => 4,
-                }
+        with_live(handle, |live| {
+            *id = live
+                .ex
+                .account()
+                .map_or(ArStr::NULL, |a| ArStr::of(a.id.as_bytes()));
+            match live.ex.cache_status() {
+                CacheStatus::None => 0,
+                CacheStatus::Hit => 1,
+                CacheStatus::Miss => 2,
+                CacheStatus::Stale => 3,
+                CacheStatus::Negative => 4,
             }
-            Err(e) => slot_error(e),
         })
     })
 }

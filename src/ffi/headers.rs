@@ -1,8 +1,7 @@
 //! The account's headers of an allowed request: those that go upstream
 //! (access) and those added to the response (header_filter).
 
-use super::slots;
-use super::{fail, guard, slot_error, ArStr, ERR_ARG};
+use super::{fail, guard, with_live, ArStr, ERR_ARG};
 use crate::stats;
 
 /// Which header list [`ar_header`] reads.
@@ -14,17 +13,14 @@ const RESPONSE: u32 = 1;
 #[no_mangle]
 pub extern "C" fn ar_header_count(handle: f64, which: u32) -> i32 {
     guard(|| {
-        slots::with(|s| match s.get(handle) {
-            Ok(live) => match live.ex.account() {
-                Some(a) if which == UPSTREAM => {
-                    stats::HEADER_VALUES_DROPPED.add(u64::from(a.dropped_headers));
-                    a.upstream_headers.len() as i32
-                }
-                Some(a) if which == RESPONSE => a.response_headers.len() as i32,
-                Some(_) => fail(ERR_ARG, "ar_header_count: no such header list"),
-                None => 0,
-            },
-            Err(e) => slot_error(e),
+        with_live(handle, |live| match live.ex.account() {
+            Some(a) if which == UPSTREAM => {
+                stats::HEADER_VALUES_DROPPED.add(u64::from(a.dropped_headers));
+                a.upstream_headers.len() as i32
+            }
+            Some(a) if which == RESPONSE => a.response_headers.len() as i32,
+            Some(_) => fail(ERR_ARG, "ar_header_count: no such header list"),
+            None => 0,
         })
     })
 }
@@ -41,11 +37,7 @@ pub unsafe extern "C" fn ar_header(handle: f64, which: u32, i: u32, value: *mut 
         if value.is_null() {
             return fail(ERR_ARG, "ar_header: NULL out");
         }
-        slots::with(|s| {
-            let live = match s.get(handle) {
-                Ok(l) => l,
-                Err(e) => return slot_error(e),
-            };
+        with_live(handle, |live| {
             let Some(a) = live.ex.account() else {
                 return fail(ERR_ARG, "ar_header: the request was not allowed");
             };

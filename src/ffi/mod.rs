@@ -104,6 +104,15 @@ fn slot_error(e: SlotError) -> i32 {
     }
 }
 
+/// Runs `f` on the live request `handle` names: every export's prologue. A
+/// stale handle is [`ERR_STALE`], and `f` does not run.
+fn with_live(handle: f64, f: impl FnOnce(&mut slots::Live) -> i32) -> i32 {
+    slots::with(|s| match s.get(handle) {
+        Ok(live) => f(live),
+        Err(e) => slot_error(e),
+    })
+}
+
 /// Runs an export's body; a panic becomes [`ERR_PANIC`] with its message.
 fn guard(body: impl FnOnce() -> i32) -> i32 {
     match catch_unwind(AssertUnwindSafe(body)) {

@@ -1,8 +1,7 @@
 //! header_filter and body_filter: the response status, a refused request,
 //! body chunks for the log's capture.
 
-use super::slots;
-use super::{guard, input, slot_error};
+use super::{guard, input, with_live};
 
 /// header_filter: records the response status; returns the number of
 /// response headers to add (read them with [`ar_header`](super::headers::ar_header), list 1): none
@@ -10,17 +9,14 @@ use super::{guard, input, slot_error};
 #[no_mangle]
 pub extern "C" fn ar_response(handle: f64, status: i32) -> i32 {
     guard(|| {
-        slots::with(|s| match s.get(handle) {
-            Ok(live) => {
-                live.ex.response(status.clamp(0, 999) as u16);
-                if live.ex.refused() {
-                    return 0;
-                }
-                live.ex
-                    .account()
-                    .map_or(0, |a| a.response_headers.len() as i32)
+        with_live(handle, |live| {
+            live.ex.response(status.clamp(0, 999) as u16);
+            if live.ex.refused() {
+                return 0;
             }
-            Err(e) => slot_error(e),
+            live.ex
+                .account()
+                .map_or(0, |a| a.response_headers.len() as i32)
         })
     })
 }
@@ -30,12 +26,9 @@ pub extern "C" fn ar_response(handle: f64, status: i32) -> i32 {
 #[no_mangle]
 pub extern "C" fn ar_refuse(handle: f64) -> i32 {
     guard(|| {
-        slots::with(|s| match s.get(handle) {
-            Ok(live) => {
-                live.ex.refuse();
-                0
-            }
-            Err(e) => slot_error(e),
+        with_live(handle, |live| {
+            live.ex.refuse();
+            0
         })
     })
 }
@@ -47,14 +40,11 @@ pub extern "C" fn ar_refuse(handle: f64) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn ar_body_chunk(handle: f64, chunk: *const u8, len: usize) -> i32 {
     guard(|| {
-        slots::with(|s| match s.get(handle) {
-            Ok(live) => {
-                if let Some(c) = input(chunk, len) {
-                    live.ex.body_chunk(c);
-                }
-                0
+        with_live(handle, |live| {
+            if let Some(c) = input(chunk, len) {
+                live.ex.body_chunk(c);
             }
-            Err(e) => slot_error(e),
+            0
         })
     })
 }

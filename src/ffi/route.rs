@@ -3,8 +3,7 @@
 
 #[cfg(doc)]
 use super::access::ar_access;
-use super::slots;
-use super::{fail, guard, input, slot_error, ArStr, ERR_ARG};
+use super::{fail, guard, input, with_live, ArStr, ERR_ARG};
 use std::borrow::Cow;
 
 /// The routing decision for a request allowed after a cache miss (a hit
@@ -27,11 +26,7 @@ pub unsafe extern "C" fn ar_route(
         if path_out.is_null() {
             return fail(ERR_ARG, "ar_route: NULL out");
         }
-        slots::with(|s| {
-            let live = match s.get(handle) {
-                Ok(l) => l,
-                Err(e) => return slot_error(e),
-            };
+        with_live(handle, |live| {
             let path = input(path, path_len).unwrap_or_default();
             let version = live.ex.api_version().map(<[u8]>::to_vec);
             let Some(action) = live.plugin.route(&mut live.ex, path, version.as_deref()) else {

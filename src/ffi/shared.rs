@@ -4,8 +4,7 @@
 //! once per auth call, not per request.
 
 use super::access::step_code;
-use super::slots;
-use super::{fail, guard, input, slot_error, ArStr, ERR_ARG};
+use super::{fail, guard, input, with_live, ArStr, ERR_ARG};
 
 /// The shared-dict key of the credential a missed request fetches (32 hex
 /// characters), written to `*key`; it points into the request's slot.
@@ -18,11 +17,7 @@ pub unsafe extern "C" fn ar_pending_key(handle: f64, key: *mut ArStr) -> i32 {
         if key.is_null() {
             return fail(ERR_ARG, "ar_pending_key: NULL out");
         }
-        slots::with(|s| {
-            let live = match s.get(handle) {
-                Ok(l) => l,
-                Err(e) => return slot_error(e),
-            };
+        with_live(handle, |live| {
             let Some(pending) = live.ex.pending_key() else {
                 return fail(ERR_ARG, "ar_pending_key: no credential is being fetched");
             };
@@ -52,9 +47,8 @@ pub unsafe extern "C" fn ar_load_shared(
         let Some(value) = input(value, len) else {
             return fail(ERR_ARG, "ar_load_shared: NULL value");
         };
-        slots::with(|s| match s.get(handle) {
-            Ok(live) => step_code(live.plugin.load_shared(&mut live.ex, value, now)),
-            Err(e) => slot_error(e),
+        with_live(handle, |live| {
+            step_code(live.plugin.load_shared(&mut live.ex, value, now))
         })
     })
 }
