@@ -113,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(e) = shared::decode_entry(raw, c) {
         check_entry(c, &e);
         assert_eq!(
-            shared::decode_entry(shared::encode_entry(&e).as_bytes(), c),
+            shared::decode_entry(&shared::encode_entry(&e), c),
             Some(e)
         );
     }
@@ -145,7 +145,7 @@ fuzz_target!(|data: &[u8]| {
                 &Entry::new(ans.verdict.clone(), now, ans.ttl, a.stale_ttl_s),
             );
             let e = Entry::new(ans.verdict.clone(), now, ans.ttl, a.stale_ttl_s);
-            let decoded = shared::decode_entry(shared::encode_entry(&e).as_bytes(), c);
+            let decoded = shared::decode_entry(&shared::encode_entry(&e), c);
             assert_eq!(decoded, Some(e), "L2 round trip");
         }
         Err(AuthError::Status(s)) => {
@@ -182,7 +182,7 @@ fuzz_target!(|data: &[u8]| {
         let other = Plugin::new(c.clone(), auth_router_fuzz::SECRET);
         let mut ex2 = other.begin(b"GET", b"/", 0);
         assert_eq!(other.lookup(&mut ex2, &cred(), now), Step::Miss);
-        assert_eq!(other.load_shared(&mut ex2, w.value.as_bytes(), now), step);
+        assert_eq!(other.load_shared(&mut ex2, &w.value, now), step);
         assert_eq!(ex.account().map(|a| &a.id), ex2.account().map(|a| &a.id));
         assert_eq!(
             ex.account()

@@ -47,8 +47,8 @@ pub enum Step {
 /// A shared-dict write the Lua side must perform: value and exptime (s).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedWrite {
-    /// Encoded entry.
-    pub value: String,
+    /// Encoded entry (binary: see `auth::shared`).
+    pub value: Vec<u8>,
     /// Seconds until the dict may drop it (the end of its stale window).
     pub ttl: f64,
 }
@@ -823,10 +823,7 @@ mod tests {
         let (_, write) = a.auth_response(&mut ex, Ok(&resp(200, r#"{"id": "a1"}"#)), 0.0);
         let write = write.expect("cacheable");
         let mut ex = miss(&b, "Bearer a", 1.0);
-        assert_eq!(
-            b.load_shared(&mut ex, write.value.as_bytes(), 1.0),
-            Step::Allow
-        );
+        assert_eq!(b.load_shared(&mut ex, &write.value, 1.0), Step::Allow);
         let mut ex = Exchange::begin(b"GET", Some(b"/"), 0);
         assert_eq!(
             lookup(&b, &mut ex, cred("Bearer a"), vec![None], 2.0),

@@ -97,7 +97,7 @@ impl UserData for Ctx {
         // unknown kind
         methods.add_method(
             "auth_response",
-            |_,
+            |lua,
              this,
              (parser, kind, now, latency_ms): (
                 Option<LuaAnyUserData>,
@@ -131,7 +131,7 @@ impl UserData for Ctx {
                     let (step, write) = live.plugin.auth_response(&mut live.ex, response, now);
                     let problem = live.ex.auth_error().map(ToString::to_string);
                     let (value, ttl) = match write {
-                        Some(w) => (Some(w.value), Some(w.ttl)),
+                        Some(w) => (Some(lua.create_string(&w.value)?), Some(w.ttl)),
                         None => (None, None),
                     };
                     Ok((step_name(step), value, ttl, problem))
