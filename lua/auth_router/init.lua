@@ -352,6 +352,9 @@ local header_buf, header_cap = nil, 0
 local resp_buf, resp_cap = nil, 0
 local var_value, var_len, var_lowcase, var_lowcase_cap
 local log_in
+local sd_buf, sd_value, sd_len, sd_type, sd_num, sd_flags, sd_stale
+local SD_BUF_SIZE = 1024   -- most entries fit; a larger one nginx mallocs
+local SD_STRING   = 4      -- LUA_TSTRING, the type of a stored string
 local FFI_OK, FFI_DECLINED = 0, -5
 -- set_resp_header has another entry point on macOS (resty.core.response).
 local DIRECT_RESP_HEADERS = jit.os ~= "OSX"
@@ -361,12 +364,17 @@ local function load_ngx_ffi()
   require "resty.core.request"  -- ngx_http_lua_ffi_req_get_headers{,_count}, _req_set_header
   require "resty.core.response" -- ngx_http_lua_ffi_set_resp_header
   require "resty.core.var"      -- ngx_http_lua_ffi_var_get
+  require "resty.core.shdict"   -- ngx_http_lua_ffi_shdict_get, _udata_to_zone, free
   errmsg = ffi.new("char *[1]")
   header_truncated = ffi.new("int[1]")
   var_value, var_len = ffi.new("char *[1]"), ffi.new("size_t[1]")
   var_lowcase_cap = 64 -- var_get lowercases the name into it
   var_lowcase = ffi.new("char[?]", var_lowcase_cap)
   log_in = ffi.new("ar_log_in")
+  sd_buf = ffi.new("unsigned char[?]", SD_BUF_SIZE)
+  sd_value, sd_len = ffi.new("unsigned char *[1]"), ffi.new("size_t[1]")
+  sd_type, sd_num = ffi.new("int[1]"), ffi.new("double[1]")
+  sd_flags, sd_stale = ffi.new("int[1]"), ffi.new("int[1]")
 end
 
 
@@ -542,23 +550,46 @@ end
 
 
 -- The shared-dict step of an L1 miss through the C ABI (no mlua call, no
--- exchange view): the pending key, the dict's value under it, L1 filled
--- from a fresh entry. Returns the key and the step (MISS: go on to fetch).
+-- exchange view, no Lua string): the pending key in the slot, the dict's
+-- value under it copied by the C function resty.core's dict:get calls
+-- (into a per-worker buffer, or a copy nginx mallocs for a larger one),
+-- L1 filled from a fresh entry. Returns the key (a Lua string, made only
+-- for a miss) and the step (MISS: go on to fetch).
 local function shared_step(plan, handle)
   local rc = C.ar_pending_key(handle, str_out)
   if rc < 0 then
     error(native.last_error(rc), 0)
   end
-  local key = ffi_string(str_out[0].ptr, str_out[0].len)
-  local value = plan.dict:get(key)
-  if type(value) ~= "string" then -- absent, or not ours: a miss
-    return key, MISS
+  local key = str_out[0]
+  local zone = plan.dict_zone
+  if not zone then
+    zone = C_ngx.ngx_http_lua_ffi_shdict_udata_to_zone(plan.dict[1])
+    plan.dict_zone = zone
   end
-  rc = C.ar_load_shared(handle, value, #value, ngx.now())
-  if rc < 0 then
-    error(native.last_error(rc), 0)
+  sd_value[0], sd_len[0] = sd_buf, SD_BUF_SIZE
+  rc = C_ngx.ngx_http_lua_ffi_shdict_get(zone, key.ptr, key.len, sd_type, sd_value, sd_len,
+                                         sd_num, sd_flags, 0, sd_stale, errmsg)
+  if rc ~= 0 then
+    ngx_error("read the shared dict", rc)
   end
-  return key, rc
+  local step = MISS -- absent, or not ours
+  if sd_type[0] == SD_STRING then
+    local value = sd_value[0]
+    step = C.ar_load_shared(handle, value, sd_len[0], ngx.now())
+    if value ~= sd_buf then
+      C_ngx.free(value)
+    end
+    if step < 0 then
+      error(native.last_error(step), 0)
+    end
+  end
+  if step == MISS then
+    -- the key again: str_out is shared by every call of this worker, and
+    -- a miss is about to cost an auth call anyway
+    C.ar_pending_key(handle, str_out)
+    return ffi_string(str_out[0].ptr, str_out[0].len), MISS
+  end
+  return nil, step
 end
 
 

@@ -857,6 +857,51 @@ describe("auth_router.openresty authentication (" .. WORKERS .. " workers, debug
 
 
   ----------------------------------------------------------------------
+  -- Shared-dict entries are read into a 1 KiB per-worker buffer; a larger
+  -- one comes back in a copy nginx mallocs (and Lua frees).
+  describe("shared-dict entries larger than the read buffer (L1 of one entry)", function()
+    local gw
+
+    lazy_setup(function()
+      gw = start_gateway("big-l2", helpers.config(mocks, {
+        auth = { ttl_s = 60, cache_size = 1 },
+        upstream_headers = { { name = "X-Account-Id", pointer = "/id" },
+                             { name = "X-Note-A", pointer = "/a" },
+                             { name = "X-Note-B", pointer = "/b" } },
+      }), { workers = 1 })
+    end)
+
+    lazy_teardown(function()
+      stop_gateway(gw)
+    end)
+
+    -- ~3 KiB entries (the token carries the account: nginx takes 8 KiB headers)
+    it("serves them from L2 with every byte", function()
+      local tokens, accounts = {}, {}
+      for i = 1, 2 do
+        accounts[i] = { id = MARK .. "-big" .. i, a = string.rep(tostring(i), 1500),
+                        b = string.rep("b", 1500) .. i }
+        tokens[i] = json_token(accounts[i])
+      end
+      local s0 = all_stats(gw)
+      for round = 1, 5 do
+        for i = 1, 2 do -- the other credential evicted this one from L1
+          local status, echo = get(gw, "/big?r=" .. round, bearer(tokens[i]))
+          assert.equal(200, status)
+          assert.equal(accounts[i].id, echo.headers["x-account-id"])
+          assert.equal(accounts[i].a, echo.headers["x-note-a"])
+          assert.equal(accounts[i].b, echo.headers["x-note-b"])
+        end
+      end
+      local s1 = all_stats(gw)
+      assert.equal(2, delta(s0, s1, "misses"))
+      assert.equal(8, delta(s0, s1, "l2_hits"))
+      assert.equal(0, delta(s0, s1, "l1_hits"))
+      helpers.assert_clean_log(gw:error_log())
+    end)
+  end)
+
+
   describe("without the shared dict (L1 only)", function()
     local MISSING = "[auth-router] lua_shared_dict 'no_such_dict' not found"
     local gw, mark
