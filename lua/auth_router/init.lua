@@ -353,6 +353,8 @@ local resp_buf, resp_cap = nil, 0
 local var_value, var_len, var_lowcase, var_lowcase_cap
 local log_in
 local sd_buf, sd_value, sd_len, sd_type, sd_num, sd_flags, sd_stale
+local get_string_buf, chunk_data, chunk_len
+local FFI_AGAIN = -2
 local SD_BUF_SIZE = 1024   -- most entries fit; a larger one nginx mallocs
 local SD_STRING   = 4      -- LUA_TSTRING, the type of a stored string
 local FFI_OK, FFI_DECLINED = 0, -5
@@ -365,6 +367,9 @@ local function load_ngx_ffi()
   require "resty.core.response" -- ngx_http_lua_ffi_set_resp_header
   require "resty.core.var"      -- ngx_http_lua_ffi_var_get
   require "resty.core.shdict"   -- ngx_http_lua_ffi_shdict_get, _udata_to_zone, free
+  require "resty.core.param"    -- ngx_http_lua_ffi_{get,copy}_body_filter_param_body
+  get_string_buf = require("resty.core.base").get_string_buf
+  chunk_data, chunk_len = ffi.new("unsigned char *[1]"), ffi.new("size_t[1]")
   errmsg = ffi.new("char *[1]")
   header_truncated = ffi.new("int[1]")
   var_value, var_len = ffi.new("char *[1]"), ffi.new("size_t[1]")
@@ -857,8 +862,26 @@ function _M.body_filter(plugin, state)
   if not (plan and plan.log and plan.log.response_body) then
     return
   end
-  local chunk = ngx.arg[1]
-  local rc = C.ar_body_chunk(state, chunk, chunk and #chunk or 0)
+  if not get_request then
+    load_ngx_ffi()
+  end
+  -- ngx.arg[1] without its Lua string: nginx's buffer when the chunk is
+  -- one, else a copy into resty.core's per-worker string buffer (as
+  -- ngx.arg[1] makes before its string)
+  local r = get_request()
+  chunk_data[0] = nil
+  local data
+  local rc = C_ngx.ngx_http_lua_ffi_get_body_filter_param_body(r, chunk_data, chunk_len)
+  local len = chunk_len[0]
+  if rc == FFI_AGAIN then
+    data = get_string_buf(len)
+    if C_ngx.ngx_http_lua_ffi_copy_body_filter_param_body(r, data) ~= FFI_OK then
+      return internal_error("body_filter", "cannot read the response chunk")
+    end
+  elseif len > 0 then
+    data = chunk_data[0]
+  end
+  rc = C.ar_body_chunk(state, data, len)
   if rc < 0 then
     internal_error("body_filter", native.last_error(rc))
   end
