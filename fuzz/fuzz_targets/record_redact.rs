@@ -13,12 +13,15 @@
 //!   each logged body decodes to a prefix of the whole body's redacted form,
 //!   with its real size and truncation flag; a body is left out only when it
 //!   is JSON-like and cannot be redacted.
+//! - The record's string escaper writes exactly what serde_json writes, for
+//!   the bodies (when UTF-8) and the generated strings.
 #![no_main]
 
 use auth_router_fuzz::{gen_body, gen_str, redact_value, FIELDS};
 use auth_router_native::config;
 use auth_router_native::exchange::Exchange;
 use auth_router_native::log::body::Capture;
+use auth_router_native::log::record::write_str;
 use auth_router_native::log::recorder::{LogMeta, Recorder};
 use auth_router_native::log::redact::{body_kind, BodyKind, Redactor, MASK};
 use base64::Engine as _;
@@ -89,6 +92,18 @@ fn check_redactor(r: &Redactor, fields: &[String], body: &[u8], cut: usize) {
                 assert_eq!(&value[1..], MASK.as_bytes(), "form field not masked");
             }
         }
+    }
+}
+
+fn check_escape(s: &str) {
+    let mut out = Vec::new();
+    write_str(&mut out, s);
+    match serde_json::to_string(s) {
+        Ok(want) => assert!(
+            out == want.as_bytes(),
+            "write_str differs from serde_json for {s:?}"
+        ),
+        Err(e) => panic!("serde_json cannot write a string: {e}"),
     }
 }
 
@@ -251,6 +266,17 @@ fn run(u: &mut Unstructured<'_>) -> ArbResult<()> {
     } else {
         None
     };
+    for s in [&ct, &ct2, &method, &uri, &client_ip] {
+        check_escape(s);
+    }
+    for body in [&req_body, &resp_body] {
+        if let Ok(text) = std::str::from_utf8(body) {
+            check_escape(text);
+        }
+    }
+    if let Some(id) = &request_id {
+        check_escape(id);
+    }
 
     let mut ex = Exchange::begin(method.as_bytes(), Some(uri.as_bytes()), 1_000);
     let (q, s) = rec.captures();

@@ -4,10 +4,12 @@
 //! The caller lays the exchange out as a [`Record`] of borrowed views (headers
 //! already redacted, bodies already captured, redacted and encoded) and
 //! [`write`] appends one JSON object to its buffer. There is no intermediate
-//! `serde_json::Value`: each view implements [`serde::Serialize`] by hand and
-//! serde_json writes it out, escaping strings as it goes, so the only
-//! allocation is the output buffer's growth (reserved up front from an
-//! estimate of the record's size).
+//! `serde_json::Value` and no serde: the fixed keys and punctuation are
+//! written as they are, numbers with `itoa` (the float by serde_json), and
+//! strings by [`write_str`], which escapes them byte for byte as serde_json
+//! would but copies runs needing no escape whole. The only allocation is the
+//! output buffer's growth (reserved up front from an estimate of the
+//! record's size).
 //!
 //! Shape, in this key order:
 //! ```json
@@ -38,13 +40,14 @@
 //!   arrival order. Names appear in order of first arrival.
 //! - A non-finite `auth.latency_ms` is written as `null` (JSON has no NaN).
 
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use crate::log::redact;
 
 /// Why a record could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum LogrecError {
-    /// serde_json refused to write the record. Writing into memory cannot
-    /// fail with an I/O error, so this is a bug; the buffer is left as it was.
+    /// serde_json refused to write the record's float (`auth.latency_ms`).
+    /// Writing into memory cannot fail with an I/O error, so this is a bug;
+    /// the buffer is left as it was.
     #[error("log record serialization failed: {0}")]
     Serialize(#[from] serde_json::Error),
 }
@@ -131,14 +134,13 @@ const HEADER_OVERHEAD: usize = 8;
 ///
 /// Returns: `Ok(())` with the object appended.
 ///
-/// Errors: [`LogrecError::Serialize`] if serde_json refuses the record (not
+/// Errors: [`LogrecError::Serialize`] if serde_json refuses the float (not
 /// expected for in-memory output); `out` is then truncated back to its
 /// original length, so a failed record never leaves half an object behind.
 pub fn write(rec: &Record<'_>, out: &mut Vec<u8>) -> Result<(), LogrecError> {
     let start = out.len();
     out.reserve(estimate(rec));
-    let mut ser = serde_json::Serializer::new(&mut *out);
-    match rec.serialize(&mut ser) {
+    match write_record(rec, &mut Json(out)) {
         Ok(()) => Ok(()),
         Err(e) => {
             out.truncate(start);
@@ -174,106 +176,103 @@ fn estimate(rec: &Record<'_>) -> usize {
         + opt(rec.upstream_status)
 }
 
-impl Serialize for Record<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(10))?;
-        m.serialize_entry("started_at", &self.started_at_ms)?;
-        m.serialize_entry("client_ip", self.client_ip)?;
-        m.serialize_entry("request_id", &self.request_id)?;
-        m.serialize_entry(
-            "request",
-            &RequestOut {
-                method: self.method,
-                uri: self.uri,
-                side: &self.request,
-            },
-        )?;
-        m.serialize_entry(
-            "response",
-            &ResponseOut {
-                status: self.status,
-                side: &self.response,
-            },
-        )?;
-        m.serialize_entry("account", &self.account_id.map(|id| AccountOut { id }))?;
-        m.serialize_entry(
-            "auth",
-            &AuthOut {
-                cache: self.cache,
-                latency_ms: self.auth_latency_ms,
-            },
-        )?;
-        let proxied = self.upstream_addr.is_some();
-        m.serialize_entry(
-            "route",
-            &(self.route_name.is_some() || proxied).then_some(RouteOut {
-                name: self.route_name,
-                target: self.route_target,
-                upstream: self.route_upstream,
-            }),
-        )?;
-        m.serialize_entry(
-            "upstream",
-            &self.upstream_addr.map(|addr| UpstreamOut {
-                addr,
-                status: self.upstream_status,
-            }),
-        )?;
-        m.serialize_entry(
-            "latencies",
-            &LatenciesOut {
-                request: self.latency_request_ms,
-                auth: self.latency_auth_ms,
-                proxy: self.latency_proxy_ms,
-            },
-        )?;
-        m.end()
+/// Writes the record as JSON, key by key; strings through [`write_str`].
+fn write_record(rec: &Record<'_>, w: &mut Json<'_>) -> Result<(), serde_json::Error> {
+    w.raw(b"{\"started_at\":");
+    w.u64(rec.started_at_ms);
+    w.raw(b",\"client_ip\":");
+    w.str(rec.client_ip);
+    w.raw(b",\"request_id\":");
+    w.opt_str(rec.request_id);
+
+    w.raw(b",\"request\":{\"method\":");
+    w.str(rec.method);
+    w.raw(b",\"uri\":");
+    w.str(rec.uri);
+    side(w, &rec.request);
+
+    w.raw(b"},\"response\":{\"status\":");
+    w.opt_u64(rec.status.map(u64::from));
+    side(w, &rec.response);
+
+    w.raw(b"},\"account\":");
+    match rec.account_id {
+        Some(id) => {
+            w.raw(b"{\"id\":");
+            w.str(id);
+            w.raw(b"}");
+        }
+        None => w.raw(b"null"),
     }
-}
 
-/// `request`: method and uri, then the side's keys.
-struct RequestOut<'a> {
-    method: &'a str,
-    uri: &'a str,
-    side: &'a Side<'a>,
-}
+    w.raw(b",\"auth\":{\"cache\":");
+    w.str(rec.cache);
+    w.raw(b",\"latency_ms\":");
+    w.f64(rec.auth_latency_ms)?;
 
-impl Serialize for RequestOut<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("method", self.method)?;
-        m.serialize_entry("uri", self.uri)?;
-        side_entries(&mut m, self.side)?;
-        m.end()
+    // `route`: name (`null` for the default destination), then `target`
+    // and/or `upstream` when set; a default with neither has `"target": null`,
+    // so that every proxied record says where it went, known or not.
+    w.raw(b"},\"route\":");
+    if rec.route_name.is_some() || rec.upstream_addr.is_some() {
+        w.raw(b"{\"name\":");
+        w.opt_str(rec.route_name);
+        if rec.route_target.is_some() || rec.route_upstream.is_none() {
+            w.raw(b",\"target\":");
+            w.opt_str(rec.route_target);
+        }
+        if let Some(u) = rec.route_upstream {
+            w.raw(b",\"upstream\":");
+            w.str(u);
+        }
+        w.raw(b"}");
+    } else {
+        w.raw(b"null");
     }
-}
 
-/// `response`: status, then the side's keys.
-struct ResponseOut<'a> {
-    status: Option<u16>,
-    side: &'a Side<'a>,
-}
-
-impl Serialize for ResponseOut<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("status", &self.status)?;
-        side_entries(&mut m, self.side)?;
-        m.end()
+    // `upstream`: nginx's own account of the proxying.
+    w.raw(b",\"upstream\":");
+    match rec.upstream_addr {
+        Some(addr) => {
+            w.raw(b"{\"addr\":");
+            w.str(addr);
+            w.raw(b",\"status\":");
+            w.opt_str(rec.upstream_status);
+            w.raw(b"}");
+        }
+        None => w.raw(b"null"),
     }
-}
 
-/// `size`, `headers` and, when captured, the four body keys.
-fn side_entries<M: SerializeMap>(m: &mut M, side: &Side<'_>) -> Result<(), M::Error> {
-    m.serialize_entry("size", &side.size)?;
-    m.serialize_entry("headers", &Headers(side.headers))?;
-    if let Some(b) = &side.body {
-        m.serialize_entry("body", b.text)?;
-        m.serialize_entry("body_encoding", b.encoding)?;
-        m.serialize_entry("body_size", &b.size)?;
-        m.serialize_entry("body_truncated", &b.truncated)?;
-    }
+    w.raw(b",\"latencies\":{\"request\":");
+    w.u64(rec.latency_request_ms);
+    w.raw(b",\"auth\":");
+    w.u64(rec.latency_auth_ms);
+    w.raw(b",\"proxy\":");
+    w.opt_u64(rec.latency_proxy_ms);
+    w.raw(b"}}");
     Ok(())
+}
+
+/// `size`, `headers` and, when captured, the four body keys, each after a
+/// comma (the side's object is open, its first key written).
+fn side(w: &mut Json<'_>, side: &Side<'_>) {
+    w.raw(b",\"size\":");
+    w.u64(side.size);
+    w.raw(b",\"headers\":");
+    headers(w, side.headers);
+    if let Some(b) = &side.body {
+        w.raw(b",\"body\":");
+        w.str(b.text);
+        w.raw(b",\"body_encoding\":");
+        w.str(b.encoding);
+        w.raw(b",\"body_size\":");
+        w.u64(b.size);
+        w.raw(if b.truncated {
+            b",\"body_truncated\":true"
+        } else {
+            b",\"body_truncated\":false"
+        });
+    }
 }
 
 /// Headers as an object; repeated names become arrays (`kong.log.serialize`),
@@ -283,183 +282,262 @@ fn side_entries<M: SerializeMap>(m: &mut M, side: &Side<'_>) -> Result<(), M::Er
 /// with the earlier ones: quadratic, but no allocation, and cheapest for the
 /// usual dozen. Beyond, the names are grouped by sorting an index (two small
 /// allocations), so a request with many headers costs O(n log n).
-struct Headers<'a>(&'a [(&'a str, &'a str)]);
+fn headers(w: &mut Json<'_>, all: &[(&str, &str)]) {
+    let mut members = w.open(b'{');
+    if all.len() <= FEW_HEADERS {
+        for (i, (name, value)) in all.iter().enumerate() {
+            if all[..i].iter().any(|(n, _)| n == name) {
+                continue; // already written with its first occurrence
+            }
+            members.key(name);
+            if all[i + 1..].iter().any(|(n, _)| n == name) {
+                let mut values = members.w.open(b'[');
+                for (_, v) in all[i..].iter().filter(|(n, _)| n == name) {
+                    values.item().str(v);
+                }
+                values.close(b']');
+            } else {
+                members.w.str(value);
+            }
+        }
+    } else {
+        // Indices sorted by name; the sort is stable, so each name's
+        // indices stay in arrival order and the first is its first arrival.
+        let mut order: Vec<usize> = (0..all.len()).collect();
+        order.sort_by(|&a, &b| all[a].0.cmp(all[b].0));
+        let mut groups: Vec<(usize, usize)> = Vec::new(); // start, end in `order`
+        let mut start = 0;
+        while start < order.len() {
+            let name = all[order[start]].0;
+            let end = order[start..]
+                .iter()
+                .position(|&i| all[i].0 != name)
+                .map_or(order.len(), |k| start + k);
+            groups.push((start, end));
+            start = end;
+        }
+        groups.sort_unstable_by_key(|&(start, _)| order[start]);
+        for (start, end) in groups {
+            let (name, value) = all[order[start]];
+            members.key(name);
+            if end - start == 1 {
+                members.w.str(value);
+            } else {
+                let mut values = members.w.open(b'[');
+                for &i in &order[start..end] {
+                    values.item().str(all[i].1);
+                }
+                values.close(b']');
+            }
+        }
+    }
+    members.close(b'}');
+}
 
 /// Most headers grouped by pairwise comparison.
 const FEW_HEADERS: usize = 24;
 
-impl Serialize for Headers<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let all = self.0;
-        let mut m = s.serialize_map(None)?;
-        if all.len() <= FEW_HEADERS {
-            for (i, (name, value)) in all.iter().enumerate() {
-                if all[..i].iter().any(|(n, _)| n == name) {
-                    continue; // already written with its first occurrence
-                }
-                if all[i + 1..].iter().any(|(n, _)| n == name) {
-                    m.serialize_entry(
-                        *name,
-                        &Repeated::Scan {
-                            name,
-                            from: &all[i..],
-                        },
-                    )?;
-                } else {
-                    m.serialize_entry(*name, *value)?;
-                }
-            }
-        } else {
-            // Indices sorted by name; the sort is stable, so each name's
-            // indices stay in arrival order and the first is its first arrival.
-            let mut order: Vec<usize> = (0..all.len()).collect();
-            order.sort_by(|&a, &b| all[a].0.cmp(all[b].0));
-            let mut groups: Vec<(usize, usize)> = Vec::new(); // start, end in `order`
-            let mut start = 0;
-            while start < order.len() {
-                let name = all[order[start]].0;
-                let end = order[start..]
-                    .iter()
-                    .position(|&i| all[i].0 != name)
-                    .map_or(order.len(), |k| start + k);
-                groups.push((start, end));
-                start = end;
-            }
-            groups.sort_unstable_by_key(|&(start, _)| order[start]);
-            for (start, end) in groups {
-                let (name, value) = all[order[start]];
-                if end - start == 1 {
-                    m.serialize_entry(name, value)?;
-                } else {
-                    m.serialize_entry(
-                        name,
-                        &Repeated::Indexed {
-                            all,
-                            indices: &order[start..end],
-                        },
-                    )?;
-                }
+/// The output buffer, with JSON's scalars.
+struct Json<'o>(&'o mut Vec<u8>);
+
+impl<'o> Json<'o> {
+    fn raw(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn str(&mut self, s: &str) {
+        write_str(self.0, s);
+    }
+
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.str(s),
+            None => self.raw(b"null"),
+        }
+    }
+
+    fn u64(&mut self, n: u64) {
+        self.raw(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    fn opt_u64(&mut self, n: Option<u64>) {
+        match n {
+            Some(n) => self.u64(n),
+            None => self.raw(b"null"),
+        }
+    }
+
+    /// As serde_json spells it (shortest round-trip form, `null` when not
+    /// finite); written by serde_json itself, so the spelling cannot drift.
+    fn f64(&mut self, x: f64) -> Result<(), serde_json::Error> {
+        serde_json::to_writer(&mut *self.0, &x)
+    }
+
+    /// Opens an object or array whose members [`Members`] separates.
+    fn open(&mut self, bracket: u8) -> Members<'_, 'o> {
+        self.0.push(bracket);
+        Members {
+            w: self,
+            first: true,
+        }
+    }
+}
+
+/// The members of an open object or array: commas between them.
+struct Members<'a, 'o> {
+    w: &'a mut Json<'o>,
+    first: bool,
+}
+
+impl<'o> Members<'_, 'o> {
+    /// Starts an array element: the writer, after a comma unless first.
+    fn item(&mut self) -> &mut Json<'o> {
+        if !self.first {
+            self.w.0.push(b',');
+        }
+        self.first = false;
+        self.w
+    }
+
+    /// Starts an object member: its key and the colon.
+    fn key(&mut self, name: &str) {
+        self.item().str(name);
+        self.w.0.push(b':');
+    }
+
+    fn close(self, bracket: u8) {
+        self.w.0.push(bracket);
+    }
+}
+
+/// Appends `s` to `out` as a JSON string, escaped exactly as serde_json
+/// escapes it: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other control
+/// characters as `\u00xx` (lowercase hex); everything else, `/`, DEL and
+/// non-ASCII included, as is.
+///
+/// Why not serde_json: its `serialize_str` looks at every byte through a
+/// table and makes a write call (a `memcpy` and a capacity check) for each
+/// run and each escape, and a JSON body, which is most of a record, has a
+/// quote every few bytes. Here eight bytes are checked at once and every
+/// write is a fixed-size copy (see [`escape_words`]).
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let done = escape_words(out, bytes);
+    for &b in &bytes[done..] {
+        match ESCAPE[usize::from(b)] {
+            0 => out.push(b),
+            _ => {
+                let mut esc = [0; 6];
+                let n = put_escape(&mut esc, b);
+                out.extend_from_slice(&esc[..n]);
             }
         }
-        m.end()
     }
+    out.push(b'"');
 }
 
-/// The values of one repeated name, in arrival order, as an array.
-enum Repeated<'a> {
-    /// Every value of `name` in `from`.
-    Scan {
-        name: &'a str,
-        from: &'a [(&'a str, &'a str)],
-    },
-    /// The values of `all` at `indices`.
-    Indexed {
-        all: &'a [(&'a str, &'a str)],
-        indices: &'a [usize],
-    },
-}
+/// Output room [`escape_words`] keeps ahead of its position: one word of
+/// eight escapes (48 bytes) plus an eight-byte copy.
+const WORD_ROOM: usize = 64;
 
-impl Serialize for Repeated<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(None)?;
-        match self {
-            Repeated::Scan { name, from } => {
-                for (_, v) in from.iter().filter(|(n, _)| n == name) {
-                    seq.serialize_element(*v)?;
-                }
+/// Escapes `bytes` into `out` a word (eight bytes) at a time, up to fewer
+/// than 16 bytes before the end, and returns how many bytes it took.
+///
+/// `out` is grown with zeros ahead of the write position, so each write is
+/// a fixed-size copy into a slice rather than a `Vec` append: a run of plain
+/// bytes before an escape is written as an eight-byte copy of which only the
+/// run is kept (the rest is overwritten next), so a body with a quote every
+/// few bytes costs a handful of instructions per quote. `out` is truncated
+/// to what was written before returning.
+fn escape_words(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
+    let mut o = out.len();
+    let mut i = 0;
+    // Eight bytes from `i + j` (j <= 8) must exist: 16 from `i`.
+    while let Some(src) = bytes.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+        if out.len() < o + WORD_ROOM {
+            // Room for the rest at double size: rarely grown again.
+            out.resize(o + WORD_ROOM + 2 * (bytes.len() - i), 0);
+        }
+        let Some(dst) = out
+            .get_mut(o..)
+            .and_then(<[u8]>::first_chunk_mut::<WORD_ROOM>)
+        else {
+            break; // not reached: the room was just made
+        };
+        let word = u64::from_le_bytes(eight(src, 0));
+        let mut specials = redact::special_bytes(word);
+        let mut j = 0; // bytes of this word written
+        let mut p = 0; // bytes of `dst` written
+        while specials != 0 {
+            // Little-endian load: the lowest flag is the first byte.
+            let k = (specials.trailing_zeros() / 8) as usize;
+            dst[p..p + 8].copy_from_slice(&src[j..j + 8]);
+            p += k - j;
+            let b = src[k];
+            dst[p] = b'\\';
+            if b >= 0x20 {
+                // `"` or `\`: a backslash and itself.
+                dst[p + 1] = b;
+                p += 2;
+            } else {
+                p += put_escape(&mut dst[p..p + 6], b);
             }
-            Repeated::Indexed { all, indices } => {
-                for &i in *indices {
-                    seq.serialize_element(all[i].1)?;
-                }
-            }
+            j = k + 1;
+            specials &= specials - 1;
         }
-        seq.end()
+        dst[p..p + 8].copy_from_slice(&src[j..j + 8]);
+        o += p + 8 - j;
+        i += 8;
     }
+    out.truncate(o);
+    i
 }
 
-/// `account`.
-struct AccountOut<'a> {
-    id: &'a str,
+/// The eight bytes at `at` (the caller keeps `at + 8` in bounds).
+fn eight(bytes: &[u8], at: usize) -> [u8; 8] {
+    let mut w = [0; 8];
+    w.copy_from_slice(&bytes[at..at + 8]);
+    w
 }
 
-impl Serialize for AccountOut<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(1))?;
-        m.serialize_entry("id", self.id)?;
-        m.end()
+/// For each byte, the letter of its short escape, `u` for `\u00xx`, or 0 if
+/// it stands for itself: serde_json's table.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
     }
-}
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
 
-/// `auth`.
-struct AuthOut<'a> {
-    cache: &'a str,
-    latency_ms: f64,
-}
-
-impl Serialize for AuthOut<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("cache", self.cache)?;
-        // serde_json writes a non-finite float as null.
-        m.serialize_entry("latency_ms", &self.latency_ms)?;
-        m.end()
+/// Writes the escape of `b` (one that [`ESCAPE`] lists) at the start of
+/// `dst` (six bytes long); returns its length.
+fn put_escape(dst: &mut [u8], b: u8) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let letter = ESCAPE[usize::from(b)];
+    dst[0] = b'\\';
+    dst[1] = letter;
+    if letter != b'u' {
+        return 2;
     }
-}
-
-/// `route`: name (`null` for the default destination), then `target`
-/// and/or `upstream` when set; a default with neither has `"target": null`,
-/// so that every proxied record says where it went, known or not.
-struct RouteOut<'a> {
-    name: Option<&'a str>,
-    target: Option<&'a str>,
-    upstream: Option<&'a str>,
-}
-
-impl Serialize for RouteOut<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("name", &self.name)?;
-        if self.target.is_some() || self.upstream.is_none() {
-            m.serialize_entry("target", &self.target)?;
-        }
-        if let Some(u) = self.upstream {
-            m.serialize_entry("upstream", u)?;
-        }
-        m.end()
-    }
-}
-
-/// `upstream`: nginx's own account of the proxying.
-struct UpstreamOut<'a> {
-    addr: &'a str,
-    status: Option<&'a str>,
-}
-
-impl Serialize for UpstreamOut<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("addr", self.addr)?;
-        m.serialize_entry("status", &self.status)?;
-        m.end()
-    }
-}
-
-/// `latencies`.
-struct LatenciesOut {
-    request: u64,
-    auth: u64,
-    proxy: Option<u64>,
-}
-
-impl Serialize for LatenciesOut {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("request", &self.request)?;
-        m.serialize_entry("auth", &self.auth)?;
-        m.serialize_entry("proxy", &self.proxy)?;
-        m.end()
-    }
+    dst[2..6].copy_from_slice(&[
+        b'0',
+        b'0',
+        HEX[usize::from(b >> 4)],
+        HEX[usize::from(b & 0xf)],
+    ]);
+    6
 }
 
 #[cfg(test)]
@@ -764,6 +842,8 @@ mod tests {
             any::<String>(),
             // Escape-looking sequences, quotes, controls, separators, astral.
             "(\\\\u[0-9a-fA-F]{0,4}|\\\\[\"\\\\/bfnrtx]?|\"|[\\x00-\\x1f\\x7f]|\u{2028}|\u{2029}|😀|é|[a-z]){0,24}",
+            // Plain runs of every length around the escaper's 8-byte steps.
+            "([ -~é😀]{0,20}[\\x00-\\x1f\"\\\\]?){0,8}",
         ]
     }
 
@@ -933,6 +1013,178 @@ mod tests {
             prop_assert!((latency - o.latency).abs() <= o.latency.abs() * 1e-15);
             got["auth"].as_object_mut().expect("auth").remove("latency_ms");
             prop_assert_eq!(got, expected(&rec));
+            // And byte for byte what serde_json writes.
+            prop_assert_eq!(text, serde_reference(&rec));
+        }
+
+        #[test]
+        fn write_str_matches_serde_json(s in text()) {
+            let mut out = b"prefix".to_vec();
+            write_str(&mut out, &s);
+            prop_assert_eq!(&out[..6], b"prefix");
+            let want = serde_json::to_string(&s).expect("string");
+            prop_assert_eq!(std::str::from_utf8(&out[6..]).expect("utf8"), want);
+        }
+    }
+
+    #[test]
+    fn write_str_escapes_every_ascii_byte_as_serde_json_does() {
+        let specials = (0u8..0x80).map(char::from).chain(['é', '😀', '\u{2028}']);
+        for c in specials {
+            // At every offset of a run longer than two 8-byte steps, with
+            // plain bytes, another escape and non-ASCII around it.
+            for at in 0..20 {
+                for filler in ["abcdefghijklmnopqrstu", "é\"x✓/yzzzzzzzzzzzzzz"] {
+                    let mut s: String = filler.chars().take(at).collect();
+                    s.push(c);
+                    s.push_str("tail\u{1}");
+                    let mut out = Vec::new();
+                    write_str(&mut out, &s);
+                    let want = serde_json::to_string(&s).expect("string");
+                    assert_eq!(String::from_utf8(out).expect("utf8"), want, "{s:?}");
+                }
+            }
+        }
+        let mut out = Vec::new();
+        write_str(&mut out, "");
+        assert_eq!(out, b"\"\"");
+    }
+
+    /// `rec` as serde_json writes it, through a value tree in the record's
+    /// key order: the byte-for-byte reference for [`write`] (which went
+    /// through serde_json before it was written by hand).
+    fn serde_reference(r: &Record<'_>) -> String {
+        use serde::ser::{Serialize, Serializer};
+
+        enum Ref<'a> {
+            Null,
+            Bool(bool),
+            U64(u64),
+            F64(f64),
+            Str(&'a str),
+            Arr(Vec<Ref<'a>>),
+            Obj(Vec<(&'a str, Ref<'a>)>),
+        }
+
+        impl Serialize for Ref<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self {
+                    Ref::Null => s.serialize_unit(),
+                    Ref::Bool(b) => s.serialize_bool(*b),
+                    Ref::U64(n) => s.serialize_u64(*n),
+                    Ref::F64(x) => s.serialize_f64(*x),
+                    Ref::Str(t) => s.serialize_str(t),
+                    Ref::Arr(items) => s.collect_seq(items),
+                    Ref::Obj(members) => s.collect_map(members.iter().map(|(k, v)| (k, v))),
+                }
+            }
+        }
+
+        fn opt(s: Option<&str>) -> Ref<'_> {
+            s.map_or(Ref::Null, Ref::Str)
+        }
+
+        fn side<'a>(mut m: Vec<(&'a str, Ref<'a>)>, side: &Side<'a>) -> Ref<'a> {
+            let mut headers: Vec<(&str, Vec<&str>)> = Vec::new();
+            for &(n, v) in side.headers {
+                match headers.iter_mut().find(|(m, _)| *m == n) {
+                    Some((_, values)) => values.push(v),
+                    None => headers.push((n, vec![v])),
+                }
+            }
+            let headers = headers
+                .into_iter()
+                .map(|(n, values)| match values[..] {
+                    [one] => (n, Ref::Str(one)),
+                    _ => (n, Ref::Arr(values.into_iter().map(Ref::Str).collect())),
+                })
+                .collect();
+            m.push(("size", Ref::U64(side.size)));
+            m.push(("headers", Ref::Obj(headers)));
+            if let Some(b) = side.body {
+                m.push(("body", Ref::Str(b.text)));
+                m.push(("body_encoding", Ref::Str(b.encoding)));
+                m.push(("body_size", Ref::U64(b.size)));
+                m.push(("body_truncated", Ref::Bool(b.truncated)));
+            }
+            Ref::Obj(m)
+        }
+
+        let route = if r.route_name.is_some() || r.upstream_addr.is_some() {
+            let mut m = vec![("name", opt(r.route_name))];
+            if r.route_target.is_some() || r.route_upstream.is_none() {
+                m.push(("target", opt(r.route_target)));
+            }
+            if let Some(u) = r.route_upstream {
+                m.push(("upstream", Ref::Str(u)));
+            }
+            Ref::Obj(m)
+        } else {
+            Ref::Null
+        };
+        let record = Ref::Obj(vec![
+            ("started_at", Ref::U64(r.started_at_ms)),
+            ("client_ip", Ref::Str(r.client_ip)),
+            ("request_id", opt(r.request_id)),
+            (
+                "request",
+                side(
+                    vec![("method", Ref::Str(r.method)), ("uri", Ref::Str(r.uri))],
+                    &r.request,
+                ),
+            ),
+            (
+                "response",
+                side(
+                    vec![("status", r.status.map_or(Ref::Null, |s| Ref::U64(s.into())))],
+                    &r.response,
+                ),
+            ),
+            (
+                "account",
+                r.account_id
+                    .map_or(Ref::Null, |id| Ref::Obj(vec![("id", Ref::Str(id))])),
+            ),
+            (
+                "auth",
+                Ref::Obj(vec![
+                    ("cache", Ref::Str(r.cache)),
+                    ("latency_ms", Ref::F64(r.auth_latency_ms)),
+                ]),
+            ),
+            ("route", route),
+            (
+                "upstream",
+                r.upstream_addr.map_or(Ref::Null, |a| {
+                    Ref::Obj(vec![
+                        ("addr", Ref::Str(a)),
+                        ("status", opt(r.upstream_status)),
+                    ])
+                }),
+            ),
+            (
+                "latencies",
+                Ref::Obj(vec![
+                    ("request", Ref::U64(r.latency_request_ms)),
+                    ("auth", Ref::U64(r.latency_auth_ms)),
+                    ("proxy", r.latency_proxy_ms.map_or(Ref::Null, Ref::U64)),
+                ]),
+            ),
+        ]);
+        serde_json::to_string(&record).expect("reference record")
+    }
+
+    #[test]
+    fn golden_records_match_the_serde_reference() {
+        for rec in [
+            full(),
+            bare(),
+            Record {
+                auth_latency_ms: f64::NAN,
+                ..full()
+            },
+        ] {
+            assert_eq!(written(&rec), serde_reference(&rec));
         }
     }
 }
