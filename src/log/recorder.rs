@@ -144,8 +144,15 @@ impl Recorder {
             BodyKind::Form => self.redactor.form(data, truncated, &mut out),
             BodyKind::Other => return Some(body::encode(data, truncated)),
         }
-        let (text, enc) = body::encode(&out, truncated);
-        Some((Cow::Owned(text.into_owned()), enc))
+        // Valid UTF-8 (the usual case) is the text as is, without the copy
+        // body::encode's borrowed answer would need.
+        match String::from_utf8(out) {
+            Ok(text) => Some((Cow::Owned(text), body::Encoding::Utf8)),
+            Err(e) => {
+                let (text, enc) = body::encode(e.as_bytes(), truncated);
+                Some((Cow::Owned(text.into_owned()), enc))
+            }
+        }
     }
 
     /// Serializes the record of `ex` and queues it.
