@@ -63,7 +63,7 @@ pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
 pub struct Recorder {
     cfg: Log,
     redactor: Redactor,
-    redact_headers: HashSet<String>,
+    redact_headers: HashSet<String, foldhash::fast::RandomState>,
     queue: RefCell<Queue>,
     scratch: RefCell<Vec<u8>>,
 }
