@@ -15,6 +15,14 @@
 -- nginx's ngx_http_lua_ffi_table_elt_t (declared by resty.core, which needs
 -- nginx), as spec/unit/01-native_spec.lua does.
 --
+-- The L2 step (ar_pending_key + ar_load_shared) runs on a plugin whose L1
+-- holds one entry, with the entry as the auth answer made it (the binary
+-- shared-dict form); the dict read between the two calls needs nginx and is
+-- not in the number. The log phase (ar_log) runs on a logging plugin with
+-- a 1 KiB request and response body captured, the request's 6 headers and 4
+-- response headers, nginx's variables as pointers; the queue is drained
+-- (untimed) between batches.
+--
 -- Each call site is one small function (call_*) copied from init.lua, so a
 -- change of the C signatures is a change of that function only. Entry
 -- points that need a fresh request (ar_access, ar_finish) run in batches of
@@ -92,14 +100,14 @@ local UPSTREAM, RESPONSE = 0, 1       -- ar_header's lists
 local CACHE_STATUS = { [0] = "none", [1] = "hit", [2] = "miss", [3] = "stale", [4] = "negative" }
 
 -- bench/configs.py's `hit`: base() with HEADERS, and unmatched(20).
-local function hit_config(log)
+local function hit_config(log, cache_size)
   local routes = {}
   for i = 1, 20 do
     routes[i] = { name = string.format("r%04d", i), paths = { string.format("/r%04d/", i) },
                   target = "127.0.0.1:" .. (10000 + i) }
   end
   return {
-    auth = { url = "http://127.0.0.1:9/auth", ttl_s = 3600 },
+    auth = { url = "http://127.0.0.1:9/auth", ttl_s = 3600, cache_size = cache_size },
     upstream_headers = { { name = "x-account-id", pointer = "/id" },
                          { name = "x-account-plan", pointer = "/plan" } },
     response_headers = { { name = "x-account-plan", pointer = "/plan" } },
@@ -125,6 +133,26 @@ for i, h in ipairs(HEADER_LIST) do
   headers[i - 1].value.data, headers[i - 1].value.len = h[2], #h[2]
 end
 
+-- The same list with another credential (the L2 case alternates the two).
+local TOKEN_B = "Bearer good-u2"
+local headers_b = ffi.new("bench_header[?]", N_HEADERS)
+ffi.copy(headers_b, headers, ffi.sizeof("bench_header") * N_HEADERS)
+headers_b[4].value.data, headers_b[4].value.len = TOKEN_B, #TOKEN_B
+
+-- The response headers the log phase hands to ar_log (init.lua fills the
+-- same layout from ngx.resp.get_headers).
+local RESP_LIST = {
+  { "content-type", "application/json" },
+  { "content-length", "1024" },
+  { "connection", "keep-alive" },
+  { "x-account-plan", "pro" },
+}
+local resp_headers = ffi.new("bench_header[?]", #RESP_LIST)
+for i, h in ipairs(RESP_LIST) do
+  resp_headers[i - 1].key.data, resp_headers[i - 1].key.len = h[1], #h[1]
+  resp_headers[i - 1].value.data, resp_headers[i - 1].value.len = h[2], #h[2]
+end
+
 local access_out = ffi.new("ar_access_out")
 
 local function check(rc, what)
@@ -143,8 +171,10 @@ end
 local hit_plugin, HIT = compile(hit_config(nil))
 local log_plugin, LOGGED = compile(hit_config({
   enabled = true, sink = "tcp", host = "127.0.0.1", port = 9,
-  response_body = true, max_body_bytes = CHUNKS * CHUNK,
+  request_body = true, response_body = true, max_body_bytes = CHUNKS * CHUNK,
+  redact_body_fields = { "password", "token" },
 }))
+local l2_plugin, L2 = compile(hit_config(nil, 1))
 
 
 ---------------------------------------------------------------------------
@@ -218,6 +248,53 @@ local function call_route(handle, path)
   return route_index, route_path
 end
 
+-- capture_request_body(), request bodies logged (the body as nginx holds it)
+local function call_request_body(handle, data)
+  local rc = C.ar_request_body(handle, data, #data, #data)
+  if rc < 0 then
+    error(native.last_error(rc), 0)
+  end
+end
+
+-- shared_step(), an L1 miss: the key to read the dict under, then the
+-- dict's value (here a Lua string; init.lua passes nginx's copy)
+local function call_pending_key(handle)
+  local rc = C.ar_pending_key(handle, str_out)
+  if rc < 0 then
+    error(native.last_error(rc), 0)
+  end
+  return str_out[0].ptr, str_out[0].len
+end
+
+local function call_load_shared(handle, value)
+  local step = C.ar_load_shared(handle, value, #value, NOW)
+  if step < 0 then
+    error(native.last_error(step), 0)
+  end
+  return step
+end
+
+-- finish_logged(): the record's inputs (init.lua points them at nginx's
+-- variables), then ar_log, which also frees the slot
+local log_in = ffi.new("ar_log_in")
+local LOG_VARS = {
+  client_ip = "127.0.0.1", request_length = "1300", bytes_sent = "1250",
+  upstream_addr = "127.0.0.1:8080", upstream_status = "200", upstream_response_time = "0.001",
+  request_id = "8c1d0f2a-1b2c-4d5e-8f90-0a1b2c3d4e5f",
+}
+for field, value in pairs(LOG_VARS) do
+  log_in[field].ptr, log_in[field].len = value, #value
+end
+log_in.request_headers, log_in.request_header_count = headers, N_HEADERS
+log_in.response_headers, log_in.response_header_count = resp_headers, #RESP_LIST
+local function call_log(handle)
+  log_in.now_ms = NOW * 1000
+  local rc = C.ar_log(handle, log_in)
+  if rc < 0 then
+    error(native.last_error(rc), 0)
+  end
+end
+
 -- log(), logging off
 local function call_finish(handle)
   local rc = C.ar_finish(handle)
@@ -237,11 +314,14 @@ local function call_noop()
 end
 
 
+local handles = ffi.new("double[?]", SLOTS)
+local CHUNK_DATA = string.rep("c", CHUNK)
+
 -- Fills L1 of `plugin` for TOKEN: a miss, then the auth answer through the
 -- mlua binding, as init.lua's fetch() does after the auth call.
-local function fill_l1(ptr, uri)
+local function fill_l1(ptr, uri, list)
   local rc = C.ar_access(ptr, METHOD, #METHOD, uri, uri and #uri or 0, PATH, #PATH,
-                         START_MS, NOW, headers, N_HEADERS, access_out)
+                         START_MS, NOW, list or headers, N_HEADERS, access_out)
   assert(rc == MISS, "the first request must miss, got " .. rc)
   local handle = access_out.handle
   local x = native.exchange(handle)
@@ -250,13 +330,65 @@ local function fill_l1(ptr, uri)
   local complete, err = parser:feed("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
     .. "Content-Length: " .. #ACCOUNT .. "\r\n\r\n" .. ACCOUNT)
   assert(complete, err or "incomplete auth answer")
-  local step = x:auth_response(parser, nil, NOW, 1.0)
+  local step, value = x:auth_response(parser, nil, NOW, 1.0)
   assert(step == "allow", "auth answer: " .. tostring(step))
   check(C.ar_finish(handle), "ar_finish")
+  return value -- the entry's shared-dict form
 end
 
 fill_l1(HIT, nil)
 fill_l1(LOGGED, "/send?x=1")
+-- L1 of one entry: B is filled last, so A misses until the next batch
+-- loads it; the batches then alternate (see l2_prepare)
+local L2_VALUE = { [headers] = fill_l1(L2, nil, headers), [headers_b] = fill_l1(L2, nil, headers_b) }
+local l2_in_l1 = headers_b
+
+-- SLOTS requests of the credential L1 does not hold (each misses); returns
+-- its shared-dict value. l2_finish frees them; after loads (`loaded`), L1
+-- holds that credential, so the next batch uses the other one.
+local l2_list
+local function l2_prepare()
+  l2_list = l2_in_l1 == headers_b and headers or headers_b
+  for i = 0, SLOTS - 1 do
+    local rc = C.ar_access(L2, METHOD, #METHOD, nil, 0, PATH, #PATH,
+                           START_MS, NOW, l2_list, N_HEADERS, access_out)
+    assert(rc == MISS, "L2 case: expected an L1 miss, got " .. rc)
+    handles[i] = access_out.handle
+  end
+  return L2_VALUE[l2_list]
+end
+
+local function l2_finish(loaded)
+  for i = 0, SLOTS - 1 do
+    call_finish(handles[i])
+  end
+  if loaded then
+    l2_in_l1 = l2_list
+  end
+end
+
+-- SLOTS logged requests, each with its request and response body captured.
+local HERE = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
+local BODY = dofile(HERE .. "bodies.lua").json(1024) -- log1k's body
+local function log_prepare()
+  for i = 0, SLOTS - 1 do
+    local h = (call_access(LOGGED, "/send?x=1"))
+    call_request_body(h, BODY)
+    call_body_chunk(h, BODY)
+    handles[i] = h
+  end
+end
+
+-- Empties the logging plugin's queue (what the sink timer does), untimed.
+local function drain_log()
+  while true do
+    local id = log_plugin:log_take(NOW, true)
+    if not id then
+      return
+    end
+    log_plugin:log_ack(id)
+  end
+end
 
 -- Check once, outside the loops, that each call does what it is timed for.
 do
@@ -275,6 +407,19 @@ do
   assert(call_route(h, PATH) == NO_ROUTE)
   call_refuse(h)
   call_finish(h)
+  local entry = l2_prepare()
+  local kp, kl = call_pending_key(handles[0])
+  assert(kp ~= nil and kl == 32, "a 32-character key")
+  assert(entry:byte(1) == 3, "the binary entry form")
+  assert(call_load_shared(handles[0], entry) == ALLOW, "a fresh entry allows")
+  l2_finish(true)
+  log_prepare()
+  local q0 = native.stats().log_queued or 0
+  for i = 0, SLOTS - 1 do
+    call_log(handles[i])
+  end
+  assert((native.stats().log_queued or 0) - q0 == SLOTS, "one record per ar_log")
+  drain_log()
   assert(call_live_slots() == 0, "a slot leaked")
 end
 
@@ -284,8 +429,6 @@ end
 -- (timed, n calls); finish(state) (untimed). Each run is its own loop, so
 -- LuaJIT compiles one trace per entry point.
 
-local handles = ffi.new("double[?]", SLOTS)
-local CHUNK_DATA = string.rep("c", CHUNK)
 
 local function one_hit()
   return (call_access(HIT, nil))
@@ -325,6 +468,24 @@ local cases = {
     prepare = function() return (call_access(LOGGED, "/send?x=1")) end,
     run = function(n, h) for _ = 1, n do call_body_chunk(h, CHUNK_DATA) end end,
     finish = call_finish },
+  { id = "ar_pending_key", what = "`ar_pending_key` (L1 miss: the shared-dict key's 32 hex characters)",
+    batch = SLOTS, prepare = l2_prepare,
+    run = function(n) for i = 0, n - 1 do call_pending_key(handles[i]) end end,
+    finish = function() l2_finish(false) end },
+  { id = "ar_load_shared", what = "`ar_load_shared`, a fresh entry (binary form decoded, L1 filled)",
+    batch = SLOTS, prepare = l2_prepare,
+    run = function(n, value) for i = 0, n - 1 do call_load_shared(handles[i], value) end end,
+    finish = function() l2_finish(true) end },
+  { id = "ar_request_body", what = "`ar_request_body`, 1 KiB body copied (request body logged)",
+    batch = CHUNKS,
+    prepare = function() return (call_access(LOGGED, "/send?x=1")) end,
+    run = function(n, h) for _ = 1, n do call_request_body(h, CHUNK_DATA) end end,
+    finish = call_finish },
+  { id = "ar_log", what = "`ar_log`: a record with 1 KiB JSON bodies both ways, 2 fields redacted, "
+                          .. "10 headers, queued; the slot freed",
+    batch = SLOTS, prepare = log_prepare,
+    run = function(n) for i = 0, n - 1 do call_log(handles[i]) end end,
+    finish = drain_log },
   { id = "ar_finish", what = "`ar_finish` (logging off: closes the exchange, frees the slot)",
     batch = SLOTS,
     prepare = function() for i = 0, SLOTS - 1 do handles[i] = call_access(HIT, nil) end end,
@@ -399,4 +560,4 @@ if tsv then
   tsv:close()
 end
 -- the plugins stay referenced until here (their pointers are in the calls)
-assert(hit_plugin and log_plugin)
+assert(hit_plugin and log_plugin and l2_plugin)
