@@ -974,7 +974,7 @@ function _M.log(plugin, state, destination)
     end
     local ok, rc = pcall(finish_logged, handle, plan, destination)
     if ok and rc >= 0 then
-      sink.queued(plugin, plan.sink)
+      sink.queued(plugin, plan.sink, rc == 1) -- 1: the record filled its batch
       return
     end
     internal_error("log", ok and native.last_error(rc) or rc)

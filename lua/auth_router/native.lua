@@ -55,7 +55,7 @@ typedef struct {
   uint32_t response_header_count;
 } ar_log_in;
 int ar_identity(double handle, ar_str *id);
-int ar_log(double handle, const ar_log_in *in);
+int ar_log(double handle, const ar_log_in *in); /* 1: the record filled its batch */
 int ar_finish(double handle);
 int ar_release(double handle);
 int ar_live_slots(void);

@@ -1,6 +1,9 @@
 -- Log shipping: a per-worker timer drains the native queue of serialized
 -- records to the collector over cosockets. The request path only appends to
--- the queue (in the log phase) and never waits on the collector.
+-- the queue (in the log phase) and never waits on the collector. A batch
+-- that fills (batch_max_entries) is sent at once by a one-off timer, as
+-- Kong's queues do, rather than at the next flush interval: under load the
+-- interval alone let the queue overflow and drop records.
 --
 -- The queue, batching, backoff and drop accounting live in Rust; this file
 -- only schedules and performs the I/O, as Kong's tcp-log and http-log do.
@@ -18,7 +21,8 @@ local IDLE_STOP_S = 60 -- an empty queue unused this long ends its chain
 
 local _M = {}
 
--- Plugins with a running timer chain -> { last = time of the last record }.
+-- Plugins with a running timer chain -> { last = time of the last record,
+-- kicked = a one-off flush for a full batch is pending }.
 -- The chain holds its plugin; it ends once the queue is empty and no record
 -- came for IDLE_STOP_S, so a replaced config's plugin can be collected after
 -- its last records are out.
@@ -128,12 +132,38 @@ tick = function(premature, plugin, sink)
 end
 
 
---- queued(plugin, sink) -- a record was queued: makes sure a timer chain
--- ships this plugin's queue. Context: log, timer (not init).
-function _M.queued(plugin, sink)
+-- The one-off flush of a full batch. Two flushes at once are safe: the
+-- queue hands out one batch at a time, so the second finds none to take.
+local function kick(premature, plugin, sink)
+  local state = running[plugin]
+  if state then
+    state.kicked = false
+  end
+  if premature then
+    return -- the worker is exiting: the chain's last tick drains the queue
+  end
+  local ok, err = pcall(flush, plugin, sink, false)
+  if not ok then
+    ngx.log(ngx.ERR, "[auth-router] log flush failed: ", tostring(err))
+  end
+end
+
+
+--- queued(plugin, sink, full) -- a record was queued (`full`: it filled its
+-- batch): makes sure a timer chain ships this plugin's queue, and sends a
+-- full batch now. Context: log, timer (not init).
+function _M.queued(plugin, sink, full)
   local state = running[plugin]
   if state then
     state.last = ngx.now()
+    if full and not state.kicked then
+      state.kicked = true
+      local ok, err = ngx.timer.at(0, kick, plugin, sink)
+      if not ok then
+        state.kicked = false -- the chain's next tick sends it
+        ngx.log(ngx.WARN, "[auth-router] cannot flush a full log batch now: ", err)
+      end
+    end
     return
   end
   running[plugin] = { last = ngx.now() }

@@ -202,7 +202,7 @@ local function start_pair(name, log, opts)
   end
   local gw = helpers.start({
     mocks = mocks,
-    workers = WORKERS,
+    workers = opts.workers or WORKERS,
     listen_options = "reuseport",
     log_level = LOG_LEVEL,
     config = helpers.config(mocks, overrides),
@@ -1096,6 +1096,41 @@ describe("auth_router.openresty log shipping (" .. WORKERS .. " workers, real co
         assert.equal(0, s.log_queue_bytes, "worker " .. pid .. " still has queued bytes")
       end
       clean(gw, mark, COLLECTOR_DOWN)
+    end)
+  end)
+
+
+  ----------------------------------------------------------------------
+  -- One worker, so that every record goes to the same queue.
+  describe("tcp sink, a long flush interval (1 worker)", function()
+    local gw, c
+
+    lazy_setup(function()
+      gw, c = start_pair("full-batch", { flush_interval_ms = 10000, batch_max_entries = 5 },
+                         { workers = 1 })
+    end)
+
+    local function send(from, to)
+      for i = from, to do
+        local status = helpers.request("GET", gw.gw_url .. "/send/fb?i=" .. i,
+                                       bearer("good-fullbatch", { ["X-Request-Id"] = "fb-" .. i }))
+        assert.equal(200, status)
+      end
+    end
+
+    it("ships a batch as soon as it is full, a partial one at the interval", function()
+      send(1, 1) -- starts the worker's shipping (its first tick runs at once)
+      collect(c, "fb-", 1, 5)
+      local t0 = socket.gettime()
+      send(2, 6) -- fills a batch of 5
+      local _, dups, got = collect(c, "fb-", 6, 5)
+      assert.same({}, dups)
+      assert.equal(6, got)
+      assert.is_true(socket.gettime() - t0 < 3, "the full batch waited for the 10 s interval")
+      send(7, 8) -- a partial batch waits for the next tick
+      socket.sleep(1)
+      assert.equal(6, select(3, records_by_id(c, "fb-")))
+      helpers.assert_clean_log(gw:error_log())
     end)
   end)
 

@@ -95,7 +95,8 @@ pub struct ArLogIn {
 }
 
 /// log (logging on): closes the exchange, queues its record and frees the
-/// slot. On an error the slot may still be live: the caller then calls
+/// slot. Returns 1 when the record filled its batch (ready to send now),
+/// else 0. On an error the slot may still be live: the caller then calls
 /// [`ar_release`] (a stale handle there is harmless).
 ///
 /// # Safety
@@ -166,7 +167,7 @@ unsafe fn record(live: &mut Live, input: &ArLogIn) -> i32 {
         routes: &live.plugin.config.routes,
     };
     match rec.record(&live.ex, &meta) {
-        Ok(()) => 0,
+        Ok(full) => i32::from(full),
         Err(e) => {
             stats::LOG_FAILED.incr();
             fail(ERR_ARG, format!("cannot queue the log record: {e}"))

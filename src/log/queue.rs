@@ -174,7 +174,11 @@ impl Queue {
     /// batches are dropped oldest first (never the one in flight) until it
     /// fits; a record that cannot fit even then is dropped instead. Drops are
     /// counted; see the module docs.
-    pub fn push(&mut self, record: &[u8]) {
+    ///
+    /// Returns whether this record filled its batch (`batch_max_entries`):
+    /// the batch is then ready, and the sink need not wait for its flush
+    /// interval to send it.
+    pub fn push(&mut self, record: &[u8]) -> bool {
         self.counters.queued += 1;
         let per_record = record.len() + self.framing.per_record();
         let alone = per_record + self.framing.per_batch();
@@ -184,7 +188,7 @@ impl Queue {
         };
         if in_flight_bytes.saturating_add(alone) > self.queue_max_bytes {
             self.counters.dropped += 1;
-            return;
+            return false;
         }
         // Fits once every batch not in flight is gone, so this ends.
         loop {
@@ -206,7 +210,7 @@ impl Queue {
         let Some(batch) = self.batches.back_mut() else {
             // Unreachable (a batch was just ensured); keeps the books right.
             self.counters.dropped += 1;
-            return;
+            return false;
         };
         match (framing, batch.records) {
             (Framing::JsonArray, 0) => batch.payload.push(b'['),
@@ -224,11 +228,13 @@ impl Queue {
             per_record
         };
         batch.size += added;
-        if batch.records >= full_at {
+        let full = batch.records >= full_at;
+        if full {
             batch.seal(framing);
         }
         self.bytes += added;
         self.records += 1;
+        full
     }
 
     /// The newest batch if records may still be added to it.
@@ -480,6 +486,26 @@ mod tests {
         q.ack(id);
         let (_, payload, _) = taken(&mut q, 0.0);
         assert_eq!(numbers(Framing::JsonArray, &payload), [2]);
+    }
+
+    #[test]
+    fn a_push_that_fills_its_batch_says_so() {
+        let mut q = Queue::new(Framing::Ndjson, 3, 1 << 20);
+        let full: Vec<bool> = (0..7).map(|n| q.push(&rec(n))).collect();
+        assert_eq!(full, [false, false, true, false, false, true, false]);
+        // a batch taken early (the flush interval) is sealed, not full
+        let (id, payload, n) = taken(&mut q, 0.0);
+        assert_eq!((numbers(Framing::Ndjson, &payload), n), (vec![0, 1, 2], 3));
+        q.ack(id);
+        let (id, _, n) = taken(&mut q, 0.0);
+        assert_eq!(n, 3);
+        q.ack(id);
+        let (_, _, n) = taken(&mut q, 0.0);
+        assert_eq!(n, 1);
+        assert!(!q.push(&rec(7)), "a new batch after the one in flight");
+        // a record dropped for the bound fills nothing
+        let mut tiny = Queue::new(Framing::Ndjson, 1, 4);
+        assert!(!tiny.push(&rec(0)));
     }
 
     #[test]

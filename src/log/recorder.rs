@@ -155,8 +155,9 @@ impl Recorder {
         }
     }
 
-    /// Serializes the record of `ex` and queues it.
-    pub fn record(&self, ex: &Exchange, meta: &LogMeta<'_>) -> Result<(), RecordError> {
+    /// Serializes the record of `ex` and queues it. `Ok(true)`: it filled
+    /// its batch, which is ready to send.
+    pub fn record(&self, ex: &Exchange, meta: &LogMeta<'_>) -> Result<bool, RecordError> {
         fn content_type<'h>(h: &'h [Header<'_>]) -> Option<&'h str> {
             h.iter()
                 .find(|(n, _)| n == "content-type")
