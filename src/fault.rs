@@ -9,10 +9,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static PANIC_NEXT_ACCESS: AtomicBool = AtomicBool::new(false);
+static PANIC_NEXT_LOG: AtomicBool = AtomicBool::new(false);
 
 /// Makes the next `access` call in this worker panic.
 pub fn arm_panic_next_access() {
     PANIC_NEXT_ACCESS.store(true, Ordering::Relaxed);
+}
+
+/// Makes the next logged record (`ar_log`) in this worker panic.
+pub fn arm_panic_next_log() {
+    PANIC_NEXT_LOG.store(true, Ordering::Relaxed);
 }
 
 /// Panics once if armed. Called at the start of the access path.
@@ -20,6 +26,14 @@ pub fn arm_panic_next_access() {
 pub fn maybe_panic_in_access() {
     if PANIC_NEXT_ACCESS.swap(false, Ordering::Relaxed) {
         panic!("injected fault: panic in access");
+    }
+}
+
+/// Panics once if armed. Called by `ar_log` before it writes the record.
+#[allow(clippy::panic)]
+pub fn maybe_panic_in_log() {
+    if PANIC_NEXT_LOG.swap(false, Ordering::Relaxed) {
+        panic!("injected fault: panic in log");
     }
 }
 
@@ -32,5 +46,8 @@ mod tests {
         arm_panic_next_access();
         assert!(std::panic::catch_unwind(maybe_panic_in_access).is_err());
         maybe_panic_in_access(); // disarmed: no panic
+        arm_panic_next_log();
+        assert!(std::panic::catch_unwind(maybe_panic_in_log).is_err());
+        maybe_panic_in_log();
     }
 }

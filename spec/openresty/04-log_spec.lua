@@ -1101,6 +1101,42 @@ describe("auth_router.openresty log shipping (" .. WORKERS .. " workers, real co
 
 
   ----------------------------------------------------------------------
+  describe("a native panic while logging (1 worker)", function()
+    local LOG_PANIC_LINE = "[auth-router] internal error in log: injected fault: panic in log"
+    local gw, c
+
+    lazy_setup(function()
+      gw, c = start_pair("log-panic", nil, { workers = 1 })
+    end)
+
+    local function send(id)
+      return (helpers.request("GET", gw.gw_url .. "/send/lp?id=" .. id,
+                              bearer("good-logpanic", { ["X-Request-Id"] = id })))
+    end
+
+    it("is logged and counted, frees the request's slot, and the next record ships", function()
+      local mark = gw:log_mark()
+      local before = gw:stats()
+      assert.equal(before.worker_pid, gw:arm_panic("log"))
+      assert.equal(200, send("lp-1")) -- answered before its log phase ran
+      assert.equal(200, send("lp-2"))
+      local by, dups, got = collect(c, "lp-", 1, 5)
+      assert.same({}, dups)
+      assert.equal(1, got)
+      assert.is_nil(by["lp-1"], "the record whose writing panicked")
+      assert.is_truthy(by["lp-2"])
+      local after = gw:stats()
+      assert.equal(before.worker_pid, after.worker_pid) -- no crash, no respawn
+      assert.equal(1, after.internal_errors - before.internal_errors)
+      assert.equal(0, after.live_slots)
+      local log = gw:error_log(mark)
+      assert.equal(1, helpers.count_lines(log, LOG_PANIC_LINE), log)
+      helpers.assert_clean_log(log, { helpers.literal(LOG_PANIC_LINE) })
+    end)
+  end)
+
+
+  ----------------------------------------------------------------------
   -- One worker, so that every record goes to the same queue.
   describe("tcp sink, a long flush interval (1 worker)", function()
     local gw, c

@@ -444,10 +444,11 @@ function Gateway:stats()
 end
 
 
---- Makes the next native access() call of the answering worker panic.
--- Returns that worker's pid.
-function Gateway:arm_panic()
-  local status, _, body = helpers.request("GET", self.gw_url .. "/__arm_panic")
+--- Makes the next native access() call of the answering worker panic
+-- (`phase` "log": its next logged record). Returns that worker's pid.
+function Gateway:arm_panic(phase)
+  local status, _, body = helpers.request("GET", self.gw_url .. "/__arm_panic"
+                                          .. (phase and "?phase=" .. phase or ""))
   assert(status == 200, "/__arm_panic answered " .. tostring(status) .. ": " .. tostring(body))
   return cjson.decode(body).worker_pid
 end

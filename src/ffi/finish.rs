@@ -5,6 +5,7 @@ use super::access::NgxHeader;
 use super::slots::{self, Live};
 use super::{fail, guard, slot_error, with_live, ArStr, ERR_ARG};
 use crate::exchange::CacheStatus;
+use crate::fault;
 use crate::log::recorder::{Header, LogMeta};
 use crate::stats;
 use std::borrow::Cow;
@@ -112,6 +113,7 @@ pub unsafe extern "C" fn ar_log(handle: f64, input: *const ArLogIn) -> i32 {
             let code = match s.get(handle) {
                 Ok(live) => {
                     live.ex.finish();
+                    fault::maybe_panic_in_log();
                     record(live, input)
                 }
                 Err(e) => return slot_error(e),

@@ -237,11 +237,21 @@ fn auth_router_native(lua: &Lua) -> LuaResult<LuaTable> {
             Ok(())
         })?,
     )?;
-    // Test hook, see fault.rs.
+    // Test hook, see fault.rs: _arm_panic() or _arm_panic("access") for the
+    // next access, _arm_panic("log") for the next logged record.
     exports.set(
         "_arm_panic",
-        lua.create_function(|_, ()| {
-            fault::arm_panic_next_access();
+        lua.create_function(|_, phase: Option<LuaString>| {
+            match phase.as_ref().map(|p| p.as_bytes().to_vec()).as_deref() {
+                None | Some(b"access") => fault::arm_panic_next_access(),
+                Some(b"log") => fault::arm_panic_next_log(),
+                Some(other) => {
+                    return Err(LuaError::runtime(format!(
+                        "_arm_panic: no fault point '{}'",
+                        String::from_utf8_lossy(other)
+                    )))
+                }
+            }
             Ok(())
         })?,
     )?;
