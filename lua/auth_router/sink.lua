@@ -114,11 +114,17 @@ local function schedule(plugin, sink)
 end
 
 
-tick = function(premature, plugin, sink)
-  local ok, err = pcall(flush, plugin, sink, premature)
+-- flush, an error in it logged: a timer's callback must not raise.
+local function flush_logged(plugin, sink, draining)
+  local ok, err = pcall(flush, plugin, sink, draining)
   if not ok then
     ngx.log(ngx.ERR, "[auth-router] log flush failed: ", tostring(err))
   end
+end
+
+
+tick = function(premature, plugin, sink)
+  flush_logged(plugin, sink, premature)
   local state = running[plugin]
   if premature or not state then
     running[plugin] = nil
@@ -142,10 +148,7 @@ local function kick(premature, plugin, sink)
   if premature then
     return -- the worker is exiting: the chain's last tick drains the queue
   end
-  local ok, err = pcall(flush, plugin, sink, false)
-  if not ok then
-    ngx.log(ngx.ERR, "[auth-router] log flush failed: ", tostring(err))
-  end
+  flush_logged(plugin, sink, false)
 end
 
 

@@ -154,18 +154,7 @@ impl<'a> Reader<'a> {
         if n > rules.len() {
             return None;
         }
-        let mut out = Vec::with_capacity(n);
-        let mut next = 0;
-        for _ in 0..n {
-            let rule = self.u16()?;
-            let value = self.str()?;
-            if usize::from(rule) >= rules.len() || rule < next || !is_safe_header_value(value) {
-                return None;
-            }
-            next = rule + 1;
-            out.push((rule, Box::from(value)));
-        }
-        Some(out.into_boxed_slice())
+        header_values(n, (0..n).map(|_| Some((self.u16()?, self.str()?))), rules)
     }
 }
 
@@ -282,21 +271,36 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
-/// Header values from a format-2 entry: each rule index must name one of
-/// `rules`, in order, each value must be safe.
+/// Header values from a format-2 entry (see [`header_values`]).
 fn decode_headers(
     list: Option<Vec<(u16, Cow<'_, str>)>>,
     rules: &[HeaderRule],
 ) -> Option<Box<[HeaderValue]>> {
     let list = list?;
-    let mut out = Vec::with_capacity(list.len());
+    header_values(
+        list.len(),
+        list.iter().map(|(i, v)| Some((*i, &**v))),
+        rules,
+    )
+}
+
+/// An entry's header values, in either format: `n` (rule index, value)
+/// items, `None` where one could not be read. Each index must name one of
+/// `rules`, in increasing order, and each value must be safe.
+fn header_values<'v>(
+    n: usize,
+    items: impl Iterator<Item = Option<(u16, &'v str)>>,
+    rules: &[HeaderRule],
+) -> Option<Box<[HeaderValue]>> {
+    let mut out = Vec::with_capacity(n);
     let mut next = 0;
-    for (i, value) in list {
-        if usize::from(i) >= rules.len() || i < next || !is_safe_header_value(&value) {
+    for item in items {
+        let (rule, value) = item?;
+        if usize::from(rule) >= rules.len() || rule < next || !is_safe_header_value(value) {
             return None;
         }
-        next = i + 1;
-        out.push((i, Box::from(&*value)));
+        next = rule + 1;
+        out.push((rule, Box::from(value)));
     }
     Some(out.into_boxed_slice())
 }

@@ -493,13 +493,13 @@ mod tests {
         let mut q = Queue::new(Framing::Ndjson, 3, 1 << 20);
         let full: Vec<bool> = (0..7).map(|n| q.push(&rec(n))).collect();
         assert_eq!(full, [false, false, true, false, false, true, false]);
-        // a batch taken early (the flush interval) is sealed, not full
         let (id, payload, n) = taken(&mut q, 0.0);
         assert_eq!((numbers(Framing::Ndjson, &payload), n), (vec![0, 1, 2], 3));
         q.ack(id);
         let (id, _, n) = taken(&mut q, 0.0);
         assert_eq!(n, 3);
         q.ack(id);
+        // a batch taken before it filled (the flush interval) is sealed as is
         let (_, _, n) = taken(&mut q, 0.0);
         assert_eq!(n, 1);
         assert!(!q.push(&rec(7)), "a new batch after the one in flight");
